@@ -1,0 +1,219 @@
+//! The command line: `serve` (the default) and `jwt`.
+
+use clap::{Args, Parser, Subcommand};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use serde::Serialize;
+
+use crate::providers::EntitiesLimit;
+use crate::secret::Secret;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ctr-relay",
+    version,
+    about = "Threat Response relay for C1fApp and CyberScan"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay (the default). Configured by environment variables.
+    Serve,
+    /// Print an HS256 JWT carrying provider credentials, for a module's
+    /// configuration. Signs with SECRET_KEY from the environment, or prints a
+    /// new random SECRET_KEY first when it is unset.
+    Jwt(JwtArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// C1fApp API key (the `key` claim).
+    #[arg(long)]
+    pub c1fapp_key: Option<String>,
+    /// CyberScan API key (the `api_key` claim); needs --cyberscan-host.
+    #[arg(long, requires = "cyberscan_host")]
+    pub cyberscan_api_key: Option<String>,
+    /// CyberScan API host, e.g. api.cyberscan.io (the `host` claim).
+    #[arg(long, requires = "cyberscan_api_key")]
+    pub cyberscan_host: Option<String>,
+    /// Entities of each type per observable and provider (CTR_ENTITIES_LIMIT claim).
+    #[arg(long, value_parser = parse_limit)]
+    pub entities_limit: Option<usize>,
+    /// Make the token expire after this many days (default: no expiry).
+    #[arg(long)]
+    pub expires_in_days: Option<u32>,
+}
+
+fn parse_limit(text: &str) -> Result<usize, String> {
+    EntitiesLimit::parse(text)
+        .map(EntitiesLimit::get)
+        .ok_or_else(|| format!("{text:?} is not a positive integer"))
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(rename = "CTR_ENTITIES_LIMIT", skip_serializing_if = "Option::is_none")]
+    entities_limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+}
+
+/// What `ctr-relay jwt` prints.
+#[derive(Debug)]
+pub struct Minted {
+    /// Set when the key was generated here and must be given to the relay.
+    pub new_secret_key: Option<Secret>,
+    pub token: String,
+}
+
+impl Minted {
+    /// `SECRET_KEY=…` (only when generated) and `JWT=…`, one per line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(secret) = &self.new_secret_key {
+            out.push_str(&format!("SECRET_KEY={}\n", secret.expose()));
+        }
+        out.push_str(&format!("JWT={}\n", self.token));
+        out
+    }
+}
+
+/// A new random key: 32 bytes from the OS generator, URL-safe base64.
+pub fn random_secret_key() -> Secret {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Signs the credentials of `args` with `secret_key`, or with a new key.
+pub fn mint(args: &JwtArgs, secret_key: Option<Secret>) -> Result<Minted, String> {
+    if args.c1fapp_key.is_none() && args.cyberscan_api_key.is_none() {
+        return Err(
+            "give the credentials of at least one provider: --c1fapp-key, or \
+             --cyberscan-api-key with --cyberscan-host"
+                .to_owned(),
+        );
+    }
+    let (secret, new_secret_key) = match secret_key {
+        Some(secret) => (secret, None),
+        None => {
+            let secret = random_secret_key();
+            (secret.clone(), Some(secret))
+        }
+    };
+    let payload = Payload {
+        key: args.c1fapp_key.as_deref(),
+        api_key: args.cyberscan_api_key.as_deref(),
+        host: args.cyberscan_host.as_deref(),
+        entities_limit: args.entities_limit,
+        exp: args
+            .expires_in_days
+            .map(|days| chrono::Utc::now().timestamp() + i64::from(days) * 86_400),
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &payload,
+        &EncodingKey::from_secret(secret.expose().as_bytes()),
+    )
+    .map_err(|error| format!("cannot sign the token: {error}"))?;
+    Ok(Minted {
+        new_secret_key,
+        token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+    use serde_json::{Value, json};
+
+    fn args() -> JwtArgs {
+        JwtArgs {
+            c1fapp_key: Some("c1f".to_owned()),
+            cyberscan_api_key: None,
+            cyberscan_host: None,
+            entities_limit: Some(5),
+            expires_in_days: None,
+        }
+    }
+
+    fn claims(token: &str, secret: &Secret) -> Value {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(
+            token,
+            &DecodingKey::from_secret(secret.expose().as_bytes()),
+            &validation,
+        )
+        .unwrap()
+        .claims
+    }
+
+    #[test]
+    fn without_a_key_a_new_one_is_made_and_printed() {
+        let minted = mint(&args(), None).unwrap();
+        let secret = minted.new_secret_key.clone().unwrap();
+        assert_eq!(secret.expose().len(), 43);
+        assert_eq!(
+            claims(&minted.token, &secret),
+            json!({"key": "c1f", "CTR_ENTITIES_LIMIT": 5})
+        );
+        let printed = minted.render();
+        assert!(printed.starts_with(&format!("SECRET_KEY={}\nJWT=", secret.expose())));
+    }
+
+    #[test]
+    fn an_existing_key_signs_and_is_not_printed() {
+        let secret = Secret::new("existing");
+        let mut args = args();
+        args.cyberscan_api_key = Some("cs".to_owned());
+        args.cyberscan_host = Some("api.cyberscan.io".to_owned());
+        args.entities_limit = None;
+        let minted = mint(&args, Some(secret.clone())).unwrap();
+        assert!(minted.new_secret_key.is_none());
+        assert!(!minted.render().contains("existing"));
+        assert_eq!(
+            claims(&minted.token, &secret),
+            json!({"key": "c1f", "api_key": "cs", "host": "api.cyberscan.io"})
+        );
+    }
+
+    #[test]
+    fn expiry_is_optional() {
+        let mut args = args();
+        args.expires_in_days = Some(1);
+        let secret = Secret::new("s");
+        let minted = mint(&args, Some(secret.clone())).unwrap();
+        let exp = claims(&minted.token, &secret)["exp"].as_i64().unwrap();
+        assert!((exp - chrono::Utc::now().timestamp() - 86_400).abs() < 60);
+    }
+
+    #[test]
+    fn some_credentials_are_required() {
+        let mut args = args();
+        args.c1fapp_key = None;
+        assert!(mint(&args, None).is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["ctr-relay", "jwt", "--c1fapp-key", "k"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Jwt(_))));
+        assert!(Cli::try_parse_from(["ctr-relay", "jwt", "--cyberscan-api-key", "k"]).is_err());
+        assert!(Cli::try_parse_from(["ctr-relay", "jwt", "--entities-limit", "0"]).is_err());
+    }
+}

@@ -1,0 +1,500 @@
+//! Configuration: read once from the environment into a validated [`Settings`].
+//!
+//! Every variable is read as text by `envy` and then parsed here, so that a bad
+//! value stops the relay with a message naming the variable.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::auth::JwksHost;
+use crate::providers::EntitiesLimit;
+use crate::secret::Secret;
+
+pub const DEFAULT_C1FAPP_API_URL: &str = "https://www.c1fapp.com/cifapp/api/";
+pub const DEFAULT_JWKS_HOSTS: &str =
+    "visibility.amp.cisco.com,visibility.eu.amp.cisco.com,visibility.apjc.amp.cisco.com";
+
+/// The environment variables the relay reads; used to reject non-UTF-8 values.
+const VARIABLES: &[&str] = &[
+    "PORT",
+    "HOST",
+    "SECRET_KEY",
+    "JWKS_HOSTS",
+    "RELAY_AUDIENCE",
+    "CTR_ENTITIES_LIMIT",
+    "C1FAPP_API_URL",
+    "UPSTREAM_TIMEOUT_SECONDS",
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "MAX_REQUEST_BYTES",
+    "MAX_OBSERVABLES",
+    "LOOKUP_CONCURRENCY",
+    "MAX_UPSTREAM_RESPONSE_BYTES",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive such as `info` or `ctr_relay=debug,info`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+/// Bounds on what one request may ask of the relay.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted number of observables in one request.
+    pub max_observables: usize,
+    /// Upstream lookups of one request that may be in flight at once.
+    pub lookup_concurrency: usize,
+}
+
+/// How the relay talks to its upstreams.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub c1fapp_api_url: Url,
+    /// Bound on each upstream call, from sending the request to the last body byte.
+    pub timeout: Duration,
+    /// Largest upstream response body the relay reads.
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub secret_key: Option<Secret>,
+    pub jwks_hosts: Vec<JwksHost>,
+    pub relay_audience: Option<String>,
+    pub entities_limit: EntitiesLimit,
+    pub upstream: UpstreamSettings,
+    pub limits: RequestLimits,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    /// The documented defaults: what the relay runs with when nothing is set.
+    fn default() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 9090,
+            secret_key: None,
+            jwks_hosts: default_jwks_hosts(),
+            relay_audience: None,
+            entities_limit: EntitiesLimit::DEFAULT,
+            upstream: UpstreamSettings {
+                c1fapp_api_url: default_c1fapp_api_url(),
+                timeout: Duration::from_secs(10),
+                max_response_bytes: 10 * 1024 * 1024,
+            },
+            limits: RequestLimits {
+                max_body_bytes: 1024 * 1024,
+                max_observables: 1000,
+                lookup_concurrency: 32,
+            },
+            log: LogSettings {
+                filter: "info".to_owned(),
+                format: LogFormat::Json,
+            },
+        }
+    }
+}
+
+// The two defaults below parse constants; the unit tests prove they parse.
+#[allow(clippy::expect_used)]
+fn default_c1fapp_api_url() -> Url {
+    Url::parse(DEFAULT_C1FAPP_API_URL).expect("the default C1fApp URL is valid")
+}
+
+#[allow(clippy::expect_used)]
+fn default_jwks_hosts() -> Vec<JwksHost> {
+    parse_jwks_hosts(DEFAULT_JWKS_HOSTS).expect("the default JWKS hosts are valid")
+}
+
+/// Every variable as the environment holds it; `envy` maps `PORT` to `port`.
+#[derive(Debug, Default, Deserialize)]
+struct RawSettings {
+    port: Option<String>,
+    host: Option<String>,
+    secret_key: Option<String>,
+    jwks_hosts: Option<String>,
+    relay_audience: Option<String>,
+    ctr_entities_limit: Option<String>,
+    c1fapp_api_url: Option<String>,
+    upstream_timeout_seconds: Option<String>,
+    rust_log: Option<String>,
+    log_format: Option<String>,
+    max_request_bytes: Option<String>,
+    max_observables: Option<String>,
+    lookup_concurrency: Option<String>,
+    max_upstream_response_bytes: Option<String>,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        for name in VARIABLES {
+            if let Some(value) = std::env::var_os(name) {
+                if value.to_str().is_none() {
+                    return Err(ConfigError::new(name, "the value is not valid UTF-8"));
+                }
+            }
+        }
+        // Other variables of the process may hold anything; skip the ones that
+        // are not UTF-8 rather than letting them stop the relay.
+        Self::from_vars(std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }))
+    }
+
+    /// Reads settings from `(NAME, value)` pairs; what [`Settings::from_env`]
+    /// uses, and what the tests call instead of touching the environment.
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let raw: RawSettings = envy::from_iter(vars)
+            .map_err(|error| ConfigError::new("environment", error.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let host = match present("HOST", raw.host)? {
+            Some(text) => text
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError::new("HOST", format!("{text:?} is not an IP address")))?,
+            None => defaults.host,
+        };
+        let port = match present("PORT", raw.port)? {
+            Some(text) => text.parse::<u16>().map_err(|_| {
+                ConfigError::new("PORT", format!("{text:?} is not a port number (0-65535)"))
+            })?,
+            None => defaults.port,
+        };
+        let secret_key = present("SECRET_KEY", raw.secret_key)?.map(Secret::new);
+        let jwks_hosts = match present("JWKS_HOSTS", raw.jwks_hosts)? {
+            Some(text) => parse_jwks_hosts(&text)
+                .map_err(|message| ConfigError::new("JWKS_HOSTS", message))?,
+            None => defaults.jwks_hosts,
+        };
+        let relay_audience = present("RELAY_AUDIENCE", raw.relay_audience)?;
+        let entities_limit = match present("CTR_ENTITIES_LIMIT", raw.ctr_entities_limit)? {
+            Some(text) => EntitiesLimit::parse(&text).ok_or_else(|| {
+                ConfigError::new(
+                    "CTR_ENTITIES_LIMIT",
+                    format!("{text:?} is not a positive integer"),
+                )
+            })?,
+            None => defaults.entities_limit,
+        };
+        let c1fapp_api_url = match present("C1FAPP_API_URL", raw.c1fapp_api_url)? {
+            Some(text) => parse_url("C1FAPP_API_URL", &text)?,
+            None => defaults.upstream.c1fapp_api_url,
+        };
+        let timeout = match present("UPSTREAM_TIMEOUT_SECONDS", raw.upstream_timeout_seconds)? {
+            Some(text) => parse_seconds("UPSTREAM_TIMEOUT_SECONDS", &text)?,
+            None => defaults.upstream.timeout,
+        };
+        let max_response_bytes = positive(
+            "MAX_UPSTREAM_RESPONSE_BYTES",
+            raw.max_upstream_response_bytes,
+            defaults.upstream.max_response_bytes,
+        )?;
+        let limits = RequestLimits {
+            max_body_bytes: positive(
+                "MAX_REQUEST_BYTES",
+                raw.max_request_bytes,
+                defaults.limits.max_body_bytes,
+            )?,
+            max_observables: positive(
+                "MAX_OBSERVABLES",
+                raw.max_observables,
+                defaults.limits.max_observables,
+            )?,
+            lookup_concurrency: positive(
+                "LOOKUP_CONCURRENCY",
+                raw.lookup_concurrency,
+                defaults.limits.lookup_concurrency,
+            )?,
+        };
+        let filter = match present("RUST_LOG", raw.rust_log)? {
+            Some(text) => {
+                tracing_subscriber::EnvFilter::try_new(&text)
+                    .map_err(|error| ConfigError::new("RUST_LOG", error.to_string()))?;
+                text
+            }
+            None => defaults.log.filter,
+        };
+        let format = match present("LOG_FORMAT", raw.log_format)?.as_deref() {
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("{other:?} is neither \"json\" nor \"text\""),
+                ));
+            }
+            None => defaults.log.format,
+        };
+        Ok(Self {
+            host,
+            port,
+            secret_key,
+            jwks_hosts,
+            relay_audience,
+            entities_limit,
+            upstream: UpstreamSettings {
+                c1fapp_api_url,
+                timeout,
+                max_response_bytes,
+            },
+            limits,
+            log: LogSettings { filter, format },
+        })
+    }
+}
+
+/// A variable that is set must hold something: an empty value is an error
+/// rather than a silent default (an empty `SECRET_KEY` is a mistake, not a choice).
+fn present(variable: &'static str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(text) if text.trim().is_empty() => Err(ConfigError::new(
+            variable,
+            "is set but empty; unset it to use the default",
+        )),
+        Some(text) => Ok(Some(text.trim().to_owned())),
+        None => Ok(None),
+    }
+}
+
+fn positive(
+    variable: &'static str,
+    value: Option<String>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match present(variable, value)? {
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ConfigError::new(
+                variable,
+                format!("{text:?} is not a positive integer"),
+            )),
+        },
+        None => Ok(default),
+    }
+}
+
+fn parse_url(variable: &'static str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text)
+        .map_err(|error| ConfigError::new(variable, format!("{text:?} is not a URL: {error}")))?;
+    match url.scheme() {
+        "http" | "https" if url.has_host() => Ok(url),
+        _ => Err(ConfigError::new(
+            variable,
+            format!("{text:?} is not an http(s) URL"),
+        )),
+    }
+}
+
+fn parse_seconds(variable: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds <= 3600.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            ConfigError::new(
+                variable,
+                format!("{text:?} is not a number of seconds between 0 and 3600"),
+            )
+        })
+}
+
+fn parse_jwks_hosts(text: &str) -> Result<Vec<JwksHost>, String> {
+    let hosts = text
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(JwksHost::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if hosts.is_empty() {
+        return Err("the list is empty".to_owned());
+    }
+    Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_vars(
+            vars.iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        )
+    }
+
+    fn error_variable(vars: &[(&str, &str)]) -> &'static str {
+        settings(vars).unwrap_err().variable
+    }
+
+    #[test]
+    fn nothing_set_gives_the_documented_defaults() {
+        let settings = settings(&[]).unwrap();
+        assert_eq!(settings.port, 9090);
+        assert_eq!(settings.host.to_string(), "0.0.0.0");
+        assert!(settings.secret_key.is_none());
+        assert_eq!(settings.jwks_hosts.len(), 3);
+        assert_eq!(
+            settings.jwks_hosts[1].authority(),
+            "visibility.eu.amp.cisco.com"
+        );
+        assert!(settings.relay_audience.is_none());
+        assert_eq!(settings.entities_limit.get(), 100);
+        assert_eq!(
+            settings.upstream.c1fapp_api_url.as_str(),
+            DEFAULT_C1FAPP_API_URL
+        );
+        assert_eq!(settings.upstream.timeout, Duration::from_secs(10));
+        assert_eq!(settings.limits.max_body_bytes, 1024 * 1024);
+        assert_eq!(settings.limits.max_observables, 1000);
+        assert_eq!(settings.log.filter, "info");
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let settings = settings(&[
+            ("PORT", "8080"),
+            ("HOST", "127.0.0.1"),
+            ("SECRET_KEY", "s3cret"),
+            (
+                "JWKS_HOSTS",
+                "http://127.0.0.1:9999, visibility.amp.cisco.com",
+            ),
+            ("RELAY_AUDIENCE", "https://relay.example.com"),
+            ("CTR_ENTITIES_LIMIT", "5000"),
+            ("C1FAPP_API_URL", "http://127.0.0.1:1234/api/"),
+            ("UPSTREAM_TIMEOUT_SECONDS", "2.5"),
+            ("RUST_LOG", "debug"),
+            ("LOG_FORMAT", "text"),
+            ("MAX_REQUEST_BYTES", "2048"),
+            ("MAX_OBSERVABLES", "10"),
+            ("LOOKUP_CONCURRENCY", "4"),
+            ("MAX_UPSTREAM_RESPONSE_BYTES", "4096"),
+        ])
+        .unwrap();
+        assert_eq!(settings.port, 8080);
+        assert_eq!(settings.host.to_string(), "127.0.0.1");
+        assert_eq!(settings.secret_key.unwrap().expose(), "s3cret");
+        assert_eq!(settings.jwks_hosts.len(), 2);
+        assert_eq!(
+            settings.jwks_hosts[0].jwks_url().as_str(),
+            "http://127.0.0.1:9999/.well-known/jwks"
+        );
+        assert_eq!(
+            settings.relay_audience.as_deref(),
+            Some("https://relay.example.com")
+        );
+        assert_eq!(settings.entities_limit.get(), 1000, "clamped");
+        assert_eq!(
+            settings.upstream.c1fapp_api_url.as_str(),
+            "http://127.0.0.1:1234/api/"
+        );
+        assert_eq!(settings.upstream.timeout, Duration::from_millis(2500));
+        assert_eq!(settings.upstream.max_response_bytes, 4096);
+        assert_eq!(settings.log.filter, "debug");
+        assert_eq!(settings.log.format, LogFormat::Text);
+        assert_eq!(settings.limits.max_body_bytes, 2048);
+        assert_eq!(settings.limits.max_observables, 10);
+        assert_eq!(settings.limits.lookup_concurrency, 4);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        assert_eq!(error_variable(&[("PORT", "http")]), "PORT");
+        assert_eq!(error_variable(&[("PORT", "70000")]), "PORT");
+        assert_eq!(error_variable(&[("HOST", "not an ip")]), "HOST");
+        assert_eq!(error_variable(&[("SECRET_KEY", "")]), "SECRET_KEY");
+        assert_eq!(error_variable(&[("JWKS_HOSTS", "ftp://x")]), "JWKS_HOSTS");
+        assert_eq!(error_variable(&[("JWKS_HOSTS", " , ")]), "JWKS_HOSTS");
+        assert_eq!(error_variable(&[("RELAY_AUDIENCE", " ")]), "RELAY_AUDIENCE");
+        assert_eq!(
+            error_variable(&[("CTR_ENTITIES_LIMIT", "0")]),
+            "CTR_ENTITIES_LIMIT"
+        );
+        assert_eq!(
+            error_variable(&[("CTR_ENTITIES_LIMIT", "many")]),
+            "CTR_ENTITIES_LIMIT"
+        );
+        assert_eq!(
+            error_variable(&[("C1FAPP_API_URL", "not a url")]),
+            "C1FAPP_API_URL"
+        );
+        assert_eq!(
+            error_variable(&[("C1FAPP_API_URL", "file:///etc/passwd")]),
+            "C1FAPP_API_URL"
+        );
+        assert_eq!(
+            error_variable(&[("UPSTREAM_TIMEOUT_SECONDS", "0")]),
+            "UPSTREAM_TIMEOUT_SECONDS"
+        );
+        assert_eq!(
+            error_variable(&[("UPSTREAM_TIMEOUT_SECONDS", "NaN")]),
+            "UPSTREAM_TIMEOUT_SECONDS"
+        );
+        assert_eq!(error_variable(&[("RUST_LOG", "[[[")]), "RUST_LOG");
+        assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+        assert_eq!(
+            error_variable(&[("MAX_REQUEST_BYTES", "-1")]),
+            "MAX_REQUEST_BYTES"
+        );
+        assert_eq!(
+            error_variable(&[("MAX_OBSERVABLES", "0")]),
+            "MAX_OBSERVABLES"
+        );
+        assert_eq!(
+            error_variable(&[("LOOKUP_CONCURRENCY", "x")]),
+            "LOOKUP_CONCURRENCY"
+        );
+    }
+
+    #[test]
+    fn the_error_message_starts_with_the_variable() {
+        let message = settings(&[("PORT", "abc")]).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "invalid configuration: PORT: \"abc\" is not a port number (0-65535)"
+        );
+    }
+
+    #[test]
+    fn unrelated_variables_are_ignored() {
+        assert!(settings(&[("PATH", "/bin"), ("HOME", "/root")]).is_ok());
+    }
+}

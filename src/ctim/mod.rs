@@ -1,0 +1,106 @@
+//! Typed CTIM (Cisco Threat Intelligence Model) entities, as the relay returns them.
+//!
+//! Each entity struct carries its CTIM `type` through `#[serde(tag = "type")]`
+//! and its `schema_version` through the zero-sized [`SchemaVersion`], so neither
+//! can be forgotten or misspelt. `count` fields of [`Docs`] are derived.
+
+mod entities;
+mod ids;
+mod values;
+
+pub use entities::{
+    ColumnDefinition, Indicator, Judgement, ObservedRelation, ObservedTime, Reference,
+    Relationship, Sighting, SightingDataTable, ValidTime, Verdict,
+};
+pub use ids::{IdSource, RandomIds, SequentialIds, TransientId};
+pub use values::{
+    Confidence, Disposition, Observable, ObservableType, RelationType, SchemaVersion, Severity,
+    Timestamp, Tlp,
+};
+
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+
+/// The CTIM release every entity declares.
+pub const SCHEMA_VERSION: &str = "1.3.28";
+
+/// `{"count": n, "docs": [...]}` where `n` is always the number of docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Docs<T>(pub Vec<T>);
+
+impl<T> Default for Docs<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Docs<T> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl<T: Serialize> Serialize for Docs<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut docs = serializer.serialize_struct("Docs", 2)?;
+        docs.serialize_field("count", &self.0.len())?;
+        docs.serialize_field("docs", &self.0)?;
+        docs.end()
+    }
+}
+
+/// What one provider found for one observable, or what a whole request found:
+/// the `data` object of /observe/observables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Entities {
+    #[serde(skip_serializing_if = "Docs::is_empty")]
+    pub sightings: Docs<Sighting>,
+    #[serde(skip_serializing_if = "Docs::is_empty")]
+    pub indicators: Docs<Indicator>,
+    #[serde(skip_serializing_if = "Docs::is_empty")]
+    pub relationships: Docs<Relationship>,
+    #[serde(skip_serializing_if = "Docs::is_empty")]
+    pub judgements: Docs<Judgement>,
+    #[serde(skip_serializing_if = "Docs::is_empty")]
+    pub verdicts: Docs<Verdict>,
+}
+
+impl Entities {
+    pub fn is_empty(&self) -> bool {
+        self.sightings.is_empty()
+            && self.indicators.is_empty()
+            && self.relationships.is_empty()
+            && self.judgements.is_empty()
+            && self.verdicts.is_empty()
+    }
+
+    /// Appends `other`'s docs after this one's, keeping both orders.
+    pub fn extend(&mut self, other: Entities) {
+        self.sightings.0.extend(other.sightings.0);
+        self.indicators.0.extend(other.indicators.0);
+        self.relationships.0.extend(other.relationships.0);
+        self.judgements.0.extend(other.judgements.0);
+        self.verdicts.0.extend(other.verdicts.0);
+    }
+}
+
+/// The `data` object of /deliberate/observables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Verdicts {
+    #[serde(skip_serializing_if = "Docs::is_empty")]
+    pub verdicts: Docs<Verdict>,
+}
+
+impl Verdicts {
+    pub fn is_empty(&self) -> bool {
+        self.verdicts.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Verdicts) {
+        self.verdicts.0.extend(other.verdicts.0);
+    }
+}

@@ -1,0 +1,169 @@
+//! The C1fApp API: one POST per observable.
+
+use serde::Serialize;
+
+use super::mapping::{self, Record};
+use crate::config::UpstreamSettings;
+use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Verdicts};
+use crate::providers::upstream::{self, Endpoint};
+use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
+use crate::secret::Secret;
+
+const PROVIDER: ProviderName = ProviderName::C1fApp;
+
+/// The bodies C1fApp answers when it has nothing for a value; not errors.
+/// The service's own spelling is "Availiable"; the corrected one is accepted too.
+const NOTHING_FOUND: &[&str] = &[
+    "Unsupported request ? IPv4/Domain only",
+    "Empty Search! Available search: IPv4/URL/Domain",
+    "Empty Search! Availiable search: IPv4/URL/Domain",
+];
+
+/// The value looked up by /health.
+const HEALTH_PROBE: &str = "test.com";
+
+#[derive(Debug, Clone)]
+pub struct C1fApp {
+    http: reqwest::Client,
+    settings: UpstreamSettings,
+}
+
+#[derive(Serialize)]
+struct SearchRequest<'a> {
+    key: &'a str,
+    format: &'static str,
+    backend: &'static str,
+    request: &'a str,
+}
+
+impl C1fApp {
+    pub fn new(http: reqwest::Client, settings: UpstreamSettings) -> Self {
+        Self { http, settings }
+    }
+
+    pub fn supports(capability: Capability, kind: ObservableType) -> bool {
+        let known = matches!(
+            kind,
+            ObservableType::Ip | ObservableType::Domain | ObservableType::Url
+        );
+        known && matches!(capability, Capability::Observe | Capability::Deliberate)
+    }
+
+    pub async fn observe(
+        &self,
+        key: &Secret,
+        observable: &Observable,
+        limit: EntitiesLimit,
+    ) -> Result<Entities, ProviderError> {
+        let records = self.search(key, &observable.value, "search").await?;
+        Ok(mapping::entities(
+            observable,
+            records,
+            limit,
+            &mut RandomIds,
+        ))
+    }
+
+    pub async fn deliberate(
+        &self,
+        key: &Secret,
+        observable: &Observable,
+        limit: EntitiesLimit,
+    ) -> Result<Verdicts, ProviderError> {
+        let records = self.search(key, &observable.value, "search").await?;
+        let mut verdicts = Verdicts::default();
+        verdicts
+            .verdicts
+            .0
+            .extend(mapping::verdict(observable, records, limit));
+        Ok(verdicts)
+    }
+
+    /// One lookup of `test.com`: healthy when it does not fail.
+    pub async fn health(&self, key: &Secret) -> Result<(), ProviderError> {
+        self.search(key, HEALTH_PROBE, "health").await.map(drop)
+    }
+
+    /// The records C1fApp holds for `value`, newest first.
+    async fn search(
+        &self,
+        key: &Secret,
+        value: &str,
+        operation: &'static str,
+    ) -> Result<Vec<Record>, ProviderError> {
+        let url = &self.settings.c1fapp_api_url;
+        let request = self.http.post(url.clone()).json(&SearchRequest {
+            key: key.expose(),
+            format: "json",
+            backend: "es",
+            request: value,
+        });
+        let endpoint = Endpoint {
+            provider: PROVIDER,
+            configured: url,
+            operation,
+        };
+        let response = upstream::send(endpoint, request, &self.settings).await?;
+        if is_nothing_found(&response.body) {
+            return Ok(Vec::new());
+        }
+        if !response.status.is_success() {
+            return Err(ProviderError::UnexpectedStatus {
+                provider: PROVIDER,
+                status: response.status.as_u16(),
+                body: response.body_text(key.expose()),
+            });
+        }
+        mapping::parse_records(&response.body).map_err(|detail| ProviderError::Malformed {
+            provider: PROVIDER,
+            detail,
+        })
+    }
+}
+
+fn is_nothing_found(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let text = text.trim();
+    // Tolerate the text arriving as a JSON string.
+    let text = text
+        .strip_prefix('"')
+        .and_then(|inner| inner.strip_suffix('"'))
+        .unwrap_or(text);
+    NOTHING_FOUND.contains(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nothing_found_texts_are_recognised() {
+        assert!(is_nothing_found(b"Unsupported request ? IPv4/Domain only"));
+        assert!(is_nothing_found(
+            b"Empty Search! Available search: IPv4/URL/Domain\n"
+        ));
+        assert!(is_nothing_found(
+            b"Empty Search! Availiable search: IPv4/URL/Domain"
+        ));
+        assert!(is_nothing_found(
+            b"\"Unsupported request ? IPv4/Domain only\""
+        ));
+        assert!(!is_nothing_found(b"[]"));
+        assert!(!is_nothing_found(b"Invalid API key"));
+    }
+
+    #[test]
+    fn c1fapp_observes_and_deliberates_all_three_types_but_has_no_refer() {
+        for kind in [
+            ObservableType::Ip,
+            ObservableType::Domain,
+            ObservableType::Url,
+        ] {
+            assert!(C1fApp::supports(Capability::Observe, kind));
+            assert!(C1fApp::supports(Capability::Deliberate, kind));
+            assert!(!C1fApp::supports(Capability::Refer, kind));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! One thin handler per endpoint, and what they share: reading the observables
+//! of a request body and writing the `{"data", "errors"}` envelope.
+
+mod deliberate;
+mod health;
+mod observe;
+mod refer;
+mod respond;
+mod version;
+mod watchdog;
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, Route, mime};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::config::RequestLimits;
+use crate::ctim::{Entities, Observable, Reference, Verdicts};
+use crate::error::{CtimError, RelayError};
+use crate::observable::parse_observables;
+use crate::providers::Outcome;
+
+/// Wires every endpoint. A known path with another method answers 405; an
+/// unknown path 404 (both with the JSON envelope).
+pub fn configure(config: &mut web::ServiceConfig) {
+    let resource = |path: &str, route: Route| {
+        web::resource(path)
+            .route(route)
+            .default_service(web::to(method_not_allowed))
+    };
+    config
+        .service(resource("/health", web::post().to(health::health)))
+        .service(resource(
+            "/observe/observables",
+            web::post().to(observe::observe),
+        ))
+        .service(resource("/refer/observables", web::post().to(refer::refer)))
+        .service(resource(
+            "/deliberate/observables",
+            web::post().to(deliberate::deliberate),
+        ))
+        .service(resource(
+            "/respond/observables",
+            web::post().to(respond::observables),
+        ))
+        .service(resource(
+            "/respond/trigger",
+            web::post().to(respond::trigger),
+        ))
+        .service(resource("/version", web::post().to(version::version)))
+        .service(resource("/watchdog", web::get().to(watchdog::watchdog)))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, RelayError> {
+    Err(RelayError::NotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, RelayError> {
+    Err(RelayError::MethodNotAllowed)
+}
+
+/// `{"data": ...}` alone.
+#[derive(Debug, Serialize)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+/// `{"data": ..., "errors": [...]}`, each part present only when it says something.
+#[derive(Debug, Serialize)]
+struct Envelope<T> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<CtimError>,
+}
+
+/// Whether a response's data found anything.
+pub trait Found {
+    fn found_nothing(&self) -> bool;
+}
+
+impl Found for Entities {
+    fn found_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Found for Verdicts {
+    fn found_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Found for Vec<Reference> {
+    fn found_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+/// `data` when there are no errors (even if empty) or when something was
+/// found; `errors` whenever there are any.
+fn respond<T: Serialize + Found>(outcome: Outcome<T>) -> HttpResponse {
+    let data = match outcome.errors.is_empty() || !outcome.data.found_nothing() {
+        true => Some(outcome.data),
+        false => None,
+    };
+    HttpResponse::Ok().json(Envelope {
+        data,
+        errors: outcome.errors,
+    })
+}
+
+/// Reads a JSON body of observables: checks the media type, bounds the size,
+/// and parses. Called after authentication, so an unauthenticated caller never
+/// makes the relay read its body.
+async fn read_observables(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limits: &RequestLimits,
+) -> Result<Vec<Observable>, RelayError> {
+    check_media_type(request)?;
+    let limit = limits.max_body_bytes;
+    let too_large = RelayError::PayloadTooLarge { limit };
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large);
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk: Bytes = chunk.map_err(|error| {
+            RelayError::InvalidPayload(format!("The body could not be read: {error}."))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_observables(&body, limits.max_observables).map_err(RelayError::InvalidPayload)
+}
+
+/// JSON (`application/json` or any `+json` type) or no declared type at all.
+fn check_media_type(request: &HttpRequest) -> Result<(), RelayError> {
+    let declared = || {
+        request
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    match request.mime_type() {
+        Ok(None) => Ok(()),
+        Ok(Some(mime))
+            if mime.type_() == mime::APPLICATION
+                && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON)) =>
+        {
+            Ok(())
+        }
+        _ => Err(RelayError::UnsupportedMediaType(declared())),
+    }
+}

@@ -1,0 +1,138 @@
+//! Lookups of one request run concurrently, and no more than the configured
+//! number at once. Proven with an upstream that counts requests in flight,
+//! not with timings.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use url::Url;
+
+use crate::helpers::{observable, spawn_app_with};
+
+/// An upstream that holds every request until `release_at` requests are in
+/// flight together (or `hold` has passed), then answers `[]`. It records the
+/// most requests it ever saw in flight at once.
+struct CountingUpstream {
+    port: u16,
+    most_in_flight: Arc<AtomicUsize>,
+}
+
+impl CountingUpstream {
+    async fn start(release_at: usize, hold: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let most_in_flight = Arc::new(AtomicUsize::new(0));
+        let (count, _) = watch::channel(0usize);
+        let count = Arc::new(count);
+        let most = most_in_flight.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = count.clone();
+                let most = most.clone();
+                tokio::spawn(serve(stream, count, most, release_at, hold));
+            }
+        });
+        Self {
+            port,
+            most_in_flight,
+        }
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    count: Arc<watch::Sender<usize>>,
+    most: Arc<AtomicUsize>,
+    release_at: usize,
+    hold: Duration,
+) {
+    while read_request(&mut stream).await {
+        count.send_modify(|n| *n += 1);
+        most.fetch_max(*count.borrow(), Ordering::SeqCst);
+        let mut seen = count.subscribe();
+        let _ = tokio::time::timeout(hold, seen.wait_for(|n| *n >= release_at)).await;
+        let answer =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]";
+        let written = stream.write_all(answer).await;
+        count.send_modify(|n| *n -= 1);
+        if written.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one request (head and `content-length` body); false at end of stream.
+async fn read_request(stream: &mut TcpStream) -> bool {
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                return true;
+            }
+        }
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => data.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+fn ips(n: usize) -> Value {
+    Value::Array(
+        (1..=n)
+            .map(|i| observable("ip", &format!("192.0.2.{i}")))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn the_observables_of_a_request_are_looked_up_at_the_same_time() {
+    let upstream = CountingUpstream::start(5, Duration::from_secs(2)).await;
+    let port = upstream.port;
+    let app = spawn_app_with(move |settings| {
+        settings.upstream.c1fapp_api_url =
+            Url::parse(&format!("http://127.0.0.1:{port}/cifapp/api/")).unwrap();
+        settings.upstream.timeout = Duration::from_secs(10);
+        settings.limits.lookup_concurrency = 8;
+    })
+    .await;
+    let response = app.post_json("/observe/observables", &ips(5)).await;
+    assert_eq!(response, json!({"data": {}}));
+    assert_eq!(
+        upstream.most_in_flight(),
+        5,
+        "all five lookups were in flight together"
+    );
+}
+
+#[tokio::test]
+async fn no_more_lookups_than_the_limit_are_in_flight() {
+    let upstream = CountingUpstream::start(3, Duration::from_millis(100)).await;
+    let port = upstream.port;
+    let app = spawn_app_with(move |settings| {
+        settings.upstream.c1fapp_api_url =
+            Url::parse(&format!("http://127.0.0.1:{port}/cifapp/api/")).unwrap();
+        settings.upstream.timeout = Duration::from_secs(10);
+        settings.limits.lookup_concurrency = 2;
+    })
+    .await;
+    let response = app.post_json("/observe/observables", &ips(6)).await;
+    assert_eq!(response, json!({"data": {}}));
+    assert_eq!(upstream.most_in_flight(), 2);
+}

@@ -1,0 +1,206 @@
+//! Spawning the relay against mock upstreams, and minting tokens.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use url::Url;
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use ctr_relay::config::Settings;
+use ctr_relay::secret::Secret;
+use ctr_relay::startup::Application;
+
+pub const SECRET_KEY: &str = "test-secret-key-that-is-long-enough";
+pub const C1FAPP_KEY: &str = "c1fapp-test-key";
+pub const C1FAPP_PATH: &str = "/cifapp/api/";
+
+/// The upstream timeout the tests run with: short, so timeouts are quick to prove.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub struct TestApp {
+    pub address: String,
+    pub c1fapp: MockServer,
+    pub http: reqwest::Client,
+}
+
+/// The relay with the test defaults: HS256 with [`SECRET_KEY`], C1fApp at a
+/// wiremock server, a short upstream timeout.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// As [`spawn_app`], with `configure` applied to the settings last.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let c1fapp = MockServer::start().await;
+    let mut settings = Settings {
+        host: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        secret_key: Some(Secret::new(SECRET_KEY)),
+        ..Settings::default()
+    };
+    settings.upstream.c1fapp_api_url =
+        Url::parse(&format!("{}{C1FAPP_PATH}", c1fapp.uri())).unwrap();
+    settings.upstream.timeout = UPSTREAM_TIMEOUT;
+    configure(&mut settings);
+
+    let application = Application::build(settings)
+        .await
+        .expect("the relay builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run());
+    TestApp {
+        address,
+        c1fapp,
+        http: test_client(),
+    }
+}
+
+/// A plain-HTTP client for talking to the relay. TLS is configured explicitly
+/// (no process-wide crypto provider), as in the relay itself.
+pub fn test_client() -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, route: &str) -> String {
+        format!("{}{route}", self.address)
+    }
+
+    /// POSTs `body` as JSON with `Authorization: Bearer <token>`.
+    pub async fn post(&self, route: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(route))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the relay answers")
+    }
+
+    /// POSTs `body` with a C1fApp token, and returns the JSON answer after
+    /// checking that it came with HTTP 200 and a JSON content type.
+    pub async fn post_json(&self, route: &str, body: &Value) -> Value {
+        let response = self.post(route, &c1fapp_token(), body).await;
+        json_body(response).await
+    }
+}
+
+/// Asserts HTTP 200 with `application/json`, and returns the body.
+pub async fn json_body(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 200, "HTTP status");
+    assert_json_content_type(&response);
+    response.json().await.expect("a JSON body")
+}
+
+pub fn assert_json_content_type(response: &reqwest::Response) {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?}"
+    );
+}
+
+/// The error envelope with one error.
+pub fn one_error(code: &str, message: &str) -> Value {
+    json!({"errors": [{"type": "fatal", "code": code, "message": message}]})
+}
+
+/// An HS256 token over `claims`, signed with `secret`.
+pub fn hs256_token(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A token carrying the C1fApp key, signed with the relay's key.
+pub fn c1fapp_token() -> String {
+    hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY)
+}
+
+/// A token with arbitrary header and payload and the given signature text.
+pub fn raw_token(header: &Value, payload: &Value, signature: &str) -> String {
+    let encode = |value: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap());
+    format!("{}.{}.{signature}", encode(header), encode(payload))
+}
+
+pub fn observable(kind: &str, value: &str) -> Value {
+    json!({"type": kind, "value": value})
+}
+
+/// A C1fApp record in the documented shape; `overrides` replaces fields.
+pub fn c1fapp_record(overrides: Value) -> Value {
+    let mut record = json!({
+        "feed_label": ["Phishtank"],
+        "domain": ["login.example.net"],
+        "description": ["Example"],
+        "derived": "direct",
+        "address": ["https://login.example.net/?session=abc"],
+        "ip_address": ["192.0.2.10"],
+        "asn": ["-"],
+        "confidence": [95],
+        "country": ["US"],
+        "reportime": ["2020-04-12"],
+        "source": ["http://www.phishtank.com/phish_detail.php?phish_id=1,http://www.phishtank.com/phish_detail.php?phish_id=1234"],
+        "asn_desc": ["-"],
+        "assessment": ["phishing"]
+    });
+    if let (Some(target), Value::Object(changes)) = (record.as_object_mut(), overrides) {
+        target.extend(changes);
+    }
+    record
+}
+
+/// A C1fApp search for `value` (with the test key).
+pub fn c1fapp_search(value: &str) -> wiremock::MockBuilder {
+    Mock::given(method("POST"))
+        .and(path(C1FAPP_PATH))
+        .and(body_partial_json(
+            json!({"key": C1FAPP_KEY, "request": value}),
+        ))
+}
+
+/// C1fApp answers `records` for `value`, exactly `times` times.
+pub async fn c1fapp_finds(app: &TestApp, value: &str, records: Value, times: u64) {
+    c1fapp_search(value)
+        .respond_with(ResponseTemplate::new(200).set_body_json(records))
+        .expect(times)
+        .mount(&app.c1fapp)
+        .await;
+}
+
+/// Asserts that C1fApp is never called during the test.
+pub async fn c1fapp_never_called(app: &TestApp) {
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&app.c1fapp)
+        .await;
+}
+
+/// A local port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}

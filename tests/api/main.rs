@@ -1,0 +1,16 @@
+//! Integration tests: the relay over HTTP, with wiremock upstreams.
+
+// Tests may panic: that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod auth;
+mod body;
+mod c1fapp;
+mod concurrency;
+mod deliberate;
+mod health;
+mod helpers;
+mod observe;
+mod refer;
+mod routes;
+mod upstream_faults;
