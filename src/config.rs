@@ -33,6 +33,7 @@ const VARIABLES: &[&str] = &[
     "MAX_OBSERVABLES",
     "LOOKUP_CONCURRENCY",
     "MAX_UPSTREAM_RESPONSE_BYTES",
+    "CYBERSCAN_ALLOW_PRIVATE_HOSTS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +84,22 @@ pub struct UpstreamSettings {
     pub timeout: Duration,
     /// Largest upstream response body the relay reads.
     pub max_response_bytes: usize,
+    /// Whether a token may point CyberScan at loopback, private or link-local
+    /// addresses (off: only public addresses are contacted).
+    pub allow_private_hosts: bool,
+}
+
+/// Where RS256 keys may come from, and how often they are fetched.
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    /// `JWKS_HOSTS`: the only hosts a key set is ever fetched from.
+    pub hosts: Vec<JwksHost>,
+    /// Least time between fetches of one host's key set for an unknown `kid`
+    /// (one minute; not configurable from the environment).
+    pub refetch_interval: Duration,
+    /// After a failed fetch, how long requests fail at once without trying
+    /// again (five seconds; not configurable from the environment).
+    pub failure_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +107,7 @@ pub struct Settings {
     pub host: IpAddr,
     pub port: u16,
     pub secret_key: Option<Secret>,
-    pub jwks_hosts: Vec<JwksHost>,
+    pub jwks: JwksSettings,
     pub relay_audience: Option<String>,
     pub entities_limit: EntitiesLimit,
     pub upstream: UpstreamSettings,
@@ -105,13 +122,18 @@ impl Default for Settings {
             host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 9090,
             secret_key: None,
-            jwks_hosts: default_jwks_hosts(),
+            jwks: JwksSettings {
+                hosts: default_jwks_hosts(),
+                refetch_interval: Duration::from_secs(60),
+                failure_backoff: Duration::from_secs(5),
+            },
             relay_audience: None,
             entities_limit: EntitiesLimit::DEFAULT,
             upstream: UpstreamSettings {
                 c1fapp_api_url: default_c1fapp_api_url(),
                 timeout: Duration::from_secs(10),
                 max_response_bytes: 10 * 1024 * 1024,
+                allow_private_hosts: false,
             },
             limits: RequestLimits {
                 max_body_bytes: 1024 * 1024,
@@ -154,6 +176,7 @@ struct RawSettings {
     max_observables: Option<String>,
     lookup_concurrency: Option<String>,
     max_upstream_response_bytes: Option<String>,
+    cyberscan_allow_private_hosts: Option<String>,
 }
 
 impl Settings {
@@ -202,7 +225,7 @@ impl Settings {
         let jwks_hosts = match present("JWKS_HOSTS", raw.jwks_hosts)? {
             Some(text) => parse_jwks_hosts(&text)
                 .map_err(|message| ConfigError::new("JWKS_HOSTS", message))?,
-            None => defaults.jwks_hosts,
+            None => defaults.jwks.hosts,
         };
         let relay_audience = present("RELAY_AUDIENCE", raw.relay_audience)?;
         let entities_limit = match present("CTR_ENTITIES_LIMIT", raw.ctr_entities_limit)? {
@@ -227,6 +250,13 @@ impl Settings {
             raw.max_upstream_response_bytes,
             defaults.upstream.max_response_bytes,
         )?;
+        let allow_private_hosts = match present(
+            "CYBERSCAN_ALLOW_PRIVATE_HOSTS",
+            raw.cyberscan_allow_private_hosts,
+        )? {
+            Some(text) => parse_bool("CYBERSCAN_ALLOW_PRIVATE_HOSTS", &text)?,
+            None => defaults.upstream.allow_private_hosts,
+        };
         let limits = RequestLimits {
             max_body_bytes: positive(
                 "MAX_REQUEST_BYTES",
@@ -267,13 +297,17 @@ impl Settings {
             host,
             port,
             secret_key,
-            jwks_hosts,
+            jwks: JwksSettings {
+                hosts: jwks_hosts,
+                ..defaults.jwks
+            },
             relay_audience,
             entities_limit,
             upstream: UpstreamSettings {
                 c1fapp_api_url,
                 timeout,
                 max_response_bytes,
+                allow_private_hosts,
             },
             limits,
             log: LogSettings { filter, format },
@@ -308,6 +342,17 @@ fn positive(
             )),
         },
         None => Ok(default),
+    }
+}
+
+fn parse_bool(variable: &'static str, text: &str) -> Result<bool, ConfigError> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError::new(
+            variable,
+            format!("{text:?} is neither true nor false"),
+        )),
     }
 }
 
@@ -369,9 +414,9 @@ mod tests {
         assert_eq!(settings.port, 9090);
         assert_eq!(settings.host.to_string(), "0.0.0.0");
         assert!(settings.secret_key.is_none());
-        assert_eq!(settings.jwks_hosts.len(), 3);
+        assert_eq!(settings.jwks.hosts.len(), 3);
         assert_eq!(
-            settings.jwks_hosts[1].authority(),
+            settings.jwks.hosts[1].authority(),
             "visibility.eu.amp.cisco.com"
         );
         assert!(settings.relay_audience.is_none());
@@ -385,6 +430,7 @@ mod tests {
         assert_eq!(settings.limits.max_observables, 1000);
         assert_eq!(settings.log.filter, "info");
         assert_eq!(settings.log.format, LogFormat::Json);
+        assert!(!settings.upstream.allow_private_hosts);
     }
 
     #[test]
@@ -407,14 +453,15 @@ mod tests {
             ("MAX_OBSERVABLES", "10"),
             ("LOOKUP_CONCURRENCY", "4"),
             ("MAX_UPSTREAM_RESPONSE_BYTES", "4096"),
+            ("CYBERSCAN_ALLOW_PRIVATE_HOSTS", "true"),
         ])
         .unwrap();
         assert_eq!(settings.port, 8080);
         assert_eq!(settings.host.to_string(), "127.0.0.1");
         assert_eq!(settings.secret_key.unwrap().expose(), "s3cret");
-        assert_eq!(settings.jwks_hosts.len(), 2);
+        assert_eq!(settings.jwks.hosts.len(), 2);
         assert_eq!(
-            settings.jwks_hosts[0].jwks_url().as_str(),
+            settings.jwks.hosts[0].jwks_url().as_str(),
             "http://127.0.0.1:9999/.well-known/jwks"
         );
         assert_eq!(
@@ -428,6 +475,7 @@ mod tests {
         );
         assert_eq!(settings.upstream.timeout, Duration::from_millis(2500));
         assert_eq!(settings.upstream.max_response_bytes, 4096);
+        assert!(settings.upstream.allow_private_hosts);
         assert_eq!(settings.log.filter, "debug");
         assert_eq!(settings.log.format, LogFormat::Text);
         assert_eq!(settings.limits.max_body_bytes, 2048);

@@ -64,7 +64,10 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let state = web::Data::new(AppState::new(&settings)?);
-        let authenticator = web::Data::new(Authenticator::new(&settings));
+        let authenticator = web::Data::new(Authenticator::new(
+            &settings,
+            upstream::client(&settings.upstream)?,
+        ));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(telemetry::log_request))

@@ -55,8 +55,8 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
     }
 }
 
-/// Splits a compact JWS and decodes its header, without trusting anything in it.
-pub fn unverified_header(token: &str) -> Result<UnverifiedHeader, AuthError> {
+/// The header and payload segments of a compact JWS.
+fn segments(token: &str) -> Result<(&str, &str), AuthError> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -66,10 +66,27 @@ pub fn unverified_header(token: &str) -> Result<UnverifiedHeader, AuthError> {
     if header.is_empty() || payload.is_empty() {
         return Err(AuthError::WrongStructure);
     }
+    Ok((header, payload))
+}
+
+fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, AuthError> {
     let bytes = URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
+        .decode(segment.trim_end_matches('='))
         .map_err(|_| AuthError::WrongStructure)?;
-    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| AuthError::WrongStructure)?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthError::WrongStructure)
+}
+
+/// The claims of a token whose signature has **not** been checked: only for
+/// choosing where to find the key (`jwks_host`), never for credentials.
+pub fn unverified_claims(token: &str) -> Result<Claims, AuthError> {
+    let (_, payload) = segments(token)?;
+    decode_segment(payload)
+}
+
+/// Splits a compact JWS and decodes its header, without trusting anything in it.
+pub fn unverified_header(token: &str) -> Result<UnverifiedHeader, AuthError> {
+    let (header, _) = segments(token)?;
+    let raw: RawHeader = decode_segment(header)?;
     Ok(UnverifiedHeader {
         alg: raw.alg,
         kid: match raw.kid {
@@ -82,7 +99,8 @@ pub fn unverified_header(token: &str) -> Result<UnverifiedHeader, AuthError> {
 /// What to check besides the signature.
 pub struct Checks<'a> {
     pub algorithm: Algorithm,
-    /// `Some`: `aud` must be present and equal this. `None`: `aud` is not checked.
+    /// `Some`: `aud` must be present and equal this (a trailing `/` on either
+    /// side is ignored). `None`: `aud` is not checked.
     pub audience: Option<&'a str>,
 }
 
@@ -96,7 +114,8 @@ pub fn verify(token: &str, key: &DecodingKey, checks: &Checks<'_>) -> Result<Cla
     validation.required_spec_claims.clear();
     match checks.audience {
         Some(audience) => {
-            validation.set_audience(&[audience]);
+            let bare = audience.trim_end_matches('/');
+            validation.set_audience(&[bare.to_owned(), format!("{bare}/")]);
             validation.required_spec_claims.insert("aud".to_owned());
         }
         None => validation.validate_aud = false,
@@ -269,6 +288,31 @@ mod tests {
         assert_eq!(
             verify(&without_aud, &key, &expecting("https://relay.example")),
             Err(AuthError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn a_trailing_slash_does_not_change_the_audience() {
+        let key = DecodingKey::from_secret(b"s");
+        let token = hs256(json!({"key": "k", "aud": "https://relay.example/"}), "s");
+        let checks = Checks {
+            algorithm: Algorithm::HS256,
+            audience: Some("https://relay.example"),
+        };
+        assert!(verify(&token, &key, &checks).is_ok());
+    }
+
+    #[test]
+    fn unverified_claims_are_readable_but_need_a_jwt_shape() {
+        let token = hs256(json!({"jwks_host": "visibility.amp.cisco.com"}), "s");
+        assert_eq!(
+            unverified_claims(&token).unwrap()["jwks_host"],
+            "visibility.amp.cisco.com"
+        );
+        assert_eq!(unverified_claims("a.b"), Err(AuthError::WrongStructure));
+        assert_eq!(
+            unverified_claims("e30.bm90IGpzb24.sig"),
+            Err(AuthError::WrongStructure)
         );
     }
 

@@ -1,5 +1,6 @@
 //! Bearer JWT → verified claims → typed [`Credentials`] (an actix extractor).
 
+pub mod jwks;
 mod jwks_host;
 pub mod jwt;
 
@@ -14,7 +15,10 @@ pub use jwks_host::JwksHost;
 use crate::config::Settings;
 use crate::error::RelayError;
 use crate::providers::EntitiesLimit;
+use crate::providers::cyberscan::api_base_url;
 use crate::secret::Secret;
+use jwks::KeyCache;
+use url::Url;
 
 /// Why a request's token was refused; the reasons of SPEC section 3.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,10 +54,18 @@ pub struct C1fAppCredentials {
     pub key: Secret,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CyberScanCredentials {
+    pub api_key: Secret,
+    /// `https://<host>/api/v1`, from the `host` claim.
+    pub api: Url,
+}
+
 /// The provider credentials and options a verified token carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub c1fapp: Option<C1fAppCredentials>,
+    pub cyberscan: Option<CyberScanCredentials>,
     /// The token's `CTR_ENTITIES_LIMIT`, when it holds a positive integer.
     pub entities_limit: Option<EntitiesLimit>,
 }
@@ -71,11 +83,20 @@ impl Credentials {
         let c1fapp = text("key").map(|key| C1fAppCredentials {
             key: Secret::new(key),
         });
-        if c1fapp.is_none() {
+        let cyberscan = match (text("api_key"), text("host")) {
+            (Some(api_key), Some(host)) => Some(CyberScanCredentials {
+                api_key: Secret::new(api_key),
+                // A host the relay cannot make an API address of is a broken payload.
+                api: api_base_url(host).map_err(|_| AuthError::WrongPayload)?,
+            }),
+            _ => None,
+        };
+        if c1fapp.is_none() && cyberscan.is_none() {
             return Err(AuthError::WrongPayload);
         }
         Ok(Self {
             c1fapp,
+            cyberscan,
             entities_limit: claims
                 .get("CTR_ENTITIES_LIMIT")
                 .and_then(EntitiesLimit::from_claim),
@@ -87,22 +108,33 @@ impl Credentials {
 pub struct Authenticator {
     /// The HS256 key; `None` when `SECRET_KEY` is unset, and HS256 is refused.
     secret_key: Option<DecodingKey>,
+    /// The key sets of the allowlisted `jwks_host`s, for RS256.
+    keys: KeyCache,
+    /// `RELAY_AUDIENCE`; when unset, the audience is the request's own origin.
+    audience: Option<String>,
 }
 
 impl Authenticator {
-    pub fn new(settings: &Settings) -> Self {
+    /// `jwks_http` fetches key sets; its timeout bounds how long a request can
+    /// wait for one.
+    pub fn new(settings: &Settings, jwks_http: reqwest::Client) -> Self {
         Self {
             secret_key: settings
                 .secret_key
                 .as_ref()
                 .map(|secret| DecodingKey::from_secret(secret.expose().as_bytes())),
+            keys: KeyCache::new(jwks_http, &settings.jwks),
+            audience: settings.relay_audience.clone(),
         }
     }
 
-    /// The credentials of a request whose `Authorization` header is `authorization`.
+    /// The credentials of a request whose `Authorization` header is
+    /// `authorization`; `origin` (`scheme://host`) is the audience RS256 tokens
+    /// must name when `RELAY_AUDIENCE` is unset.
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
+        origin: &str,
     ) -> Result<Credentials, AuthError> {
         let token = jwt::bearer_token(authorization)?;
         let header = jwt::unverified_header(token)?;
@@ -115,10 +147,35 @@ impl Authenticator {
                 };
                 jwt::verify(token, key, &checks)?
             }
+            "RS256" => {
+                let key = self.rs256_key(token, header.kid.as_deref()).await?;
+                let checks = jwt::Checks {
+                    algorithm: Algorithm::RS256,
+                    audience: Some(self.audience.as_deref().unwrap_or(origin)),
+                };
+                jwt::verify(token, &key, &checks)?
+            }
             // `none`, and every algorithm the relay has no key of its own for.
             _ => return Err(AuthError::WrongKey),
         };
         Credentials::from_claims(&claims)
+    }
+
+    /// The public key an RS256 token names: its (unverified) `jwks_host` must be
+    /// allowlisted before anything is fetched.
+    async fn rs256_key(&self, token: &str, kid: Option<&str>) -> Result<DecodingKey, AuthError> {
+        let unverified = jwt::unverified_claims(token)?;
+        let claimed = match unverified.get("jwks_host") {
+            Some(Value::String(host)) if !host.trim().is_empty() => host.trim(),
+            Some(Value::String(_)) | None => return Err(AuthError::MissingJwksHost),
+            Some(_) => return Err(AuthError::WrongJwksHost),
+        };
+        let Some(host) = self.keys.allowed(claimed) else {
+            tracing::warn!(jwks_host = claimed, "jwks_host is not allowlisted");
+            return Err(AuthError::WrongJwksHost);
+        };
+        let kid = kid.ok_or(AuthError::KidNotFound)?;
+        self.keys.key(host, kid).await
     }
 }
 
@@ -141,7 +198,11 @@ impl FromRequest for Credentials {
                 Some(Ok(text)) => Some(text),
                 Some(Err(_)) => return Err(AuthError::WrongStructure.into()),
             };
-            Ok(authenticator.authenticate(authorization).await?)
+            let origin = {
+                let connection = request.connection_info();
+                format!("{}://{}", connection.scheme(), connection.host())
+            };
+            Ok(authenticator.authenticate(authorization, &origin).await?)
         })
     }
 }

@@ -1,6 +1,8 @@
 //! The threat-intelligence providers and the fan-out of one request over them.
 
+pub mod address;
 pub mod c1fapp;
+pub mod cyberscan;
 mod limit;
 pub mod upstream;
 
@@ -18,6 +20,7 @@ use crate::config::UpstreamSettings;
 use crate::ctim::{Entities, Observable, ObservableType, Reference, Verdicts};
 use crate::error::{CtimError, provider_error};
 use c1fapp::C1fApp;
+use cyberscan::CyberScan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderName {
@@ -106,12 +109,14 @@ pub enum Capability {
 #[derive(Debug, Clone)]
 pub struct Providers {
     c1fapp: C1fApp,
+    cyberscan: CyberScan,
 }
 
 impl Providers {
     pub fn new(settings: &UpstreamSettings) -> Result<Self, upstream::BuildError> {
         Ok(Self {
             c1fapp: C1fApp::new(upstream::client(settings)?, settings.clone()),
+            cyberscan: CyberScan::new(settings)?,
         })
     }
 
@@ -122,6 +127,12 @@ impl Providers {
             providers.push(Provider::C1fApp {
                 client: &self.c1fapp,
                 credentials: c1fapp,
+            });
+        }
+        if let Some(cyberscan) = &credentials.cyberscan {
+            providers.push(Provider::CyberScan {
+                client: &self.cyberscan,
+                credentials: cyberscan,
             });
         }
         providers
@@ -135,18 +146,24 @@ pub enum Provider<'a> {
         client: &'a C1fApp,
         credentials: &'a crate::auth::C1fAppCredentials,
     },
+    CyberScan {
+        client: &'a CyberScan,
+        credentials: &'a crate::auth::CyberScanCredentials,
+    },
 }
 
 impl Provider<'_> {
     pub fn name(&self) -> ProviderName {
         match self {
             Provider::C1fApp { .. } => ProviderName::C1fApp,
+            Provider::CyberScan { .. } => ProviderName::CyberScan,
         }
     }
 
     pub fn supports(&self, capability: Capability, kind: ObservableType) -> bool {
         match self {
             Provider::C1fApp { .. } => C1fApp::supports(capability, kind),
+            Provider::CyberScan { .. } => CyberScan::supports(capability, kind),
         }
     }
 
@@ -160,6 +177,10 @@ impl Provider<'_> {
                 client,
                 credentials,
             } => client.observe(&credentials.key, observable, limit).await,
+            Provider::CyberScan {
+                client,
+                credentials,
+            } => client.observe(credentials, observable, limit).await,
         }
     }
 
@@ -173,13 +194,19 @@ impl Provider<'_> {
                 client,
                 credentials,
             } => client.deliberate(&credentials.key, observable, limit).await,
+            // CyberScan reports vulnerabilities, not maliciousness: no verdicts.
+            Provider::CyberScan { .. } => Ok(Verdicts::default()),
         }
     }
 
-    pub async fn refer(&self, _observable: &Observable) -> Result<Vec<Reference>, ProviderError> {
+    pub async fn refer(&self, observable: &Observable) -> Result<Vec<Reference>, ProviderError> {
         match self {
             // C1fApp has no page per observable to pivot to.
             Provider::C1fApp { .. } => Ok(Vec::new()),
+            Provider::CyberScan {
+                client,
+                credentials,
+            } => client.refer(credentials, observable).await,
         }
     }
 
@@ -189,6 +216,10 @@ impl Provider<'_> {
                 client,
                 credentials,
             } => client.health(&credentials.key).await,
+            Provider::CyberScan {
+                client,
+                credentials,
+            } => client.health(credentials).await,
         }
     }
 }

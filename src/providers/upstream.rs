@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, RequestBuilder, StatusCode};
+use reqwest::{Client, ClientBuilder, RequestBuilder, StatusCode};
 use url::Url;
 
 use super::{ProviderError, ProviderName};
@@ -16,6 +16,11 @@ pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));
 /// webpki roots (no CA files needed at run time), a total timeout per call, and
 /// no redirects, so credentials are never replayed to another host.
 pub fn client(settings: &UpstreamSettings) -> Result<Client, BuildError> {
+    Ok(client_builder(settings)?.build()?)
+}
+
+/// The builder behind [`client`], for a provider that adds to it.
+pub fn client_builder(settings: &UpstreamSettings) -> Result<ClientBuilder, BuildError> {
     Ok(Client::builder()
         .user_agent(USER_AGENT)
         .timeout(settings.timeout)
@@ -23,8 +28,7 @@ pub fn client(settings: &UpstreamSettings) -> Result<Client, BuildError> {
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
-        .tls_backend_preconfigured(tls_config()?)
-        .build()?)
+        .tls_backend_preconfigured(tls_config()?))
 }
 
 /// Why an upstream client could not be built (at start-up only).

@@ -15,8 +15,9 @@ use url::Url;
 use crate::helpers::{observable, spawn_app_with};
 
 /// An upstream that holds every request until `release_at` requests are in
-/// flight together (or `hold` has passed), then answers `[]`. It records the
-/// most requests it ever saw in flight at once.
+/// flight together (or `hold` has passed), then answers an empty result in the
+/// shape of the endpoint asked (C1fApp, CyberScan token, CyberScan
+/// vulnerabilities). It records the most requests it ever saw in flight at once.
 struct CountingUpstream {
     port: u16,
     most_in_flight: Arc<AtomicUsize>,
@@ -55,14 +56,23 @@ async fn serve(
     release_at: usize,
     hold: Duration,
 ) {
-    while read_request(&mut stream).await {
+    while let Some(path) = read_request(&mut stream).await {
         count.send_modify(|n| *n += 1);
         most.fetch_max(*count.borrow(), Ordering::SeqCst);
         let mut seen = count.subscribe();
         let _ = tokio::time::timeout(hold, seen.wait_for(|n| *n >= release_at)).await;
-        let answer =
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]";
-        let written = stream.write_all(answer).await;
+        let body = if path.ends_with("/token") {
+            r#"{"access_token": "t"}"#
+        } else if path.contains("/vulnerabilities/") {
+            r#"{"vulnerabilities": []}"#
+        } else {
+            "[]"
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let written = stream.write_all(answer.as_bytes()).await;
         count.send_modify(|n| *n -= 1);
         if written.is_err() {
             return;
@@ -70,8 +80,9 @@ async fn serve(
     }
 }
 
-/// Reads one request (head and `content-length` body); false at end of stream.
-async fn read_request(stream: &mut TcpStream) -> bool {
+/// Reads one request (head and `content-length` body) and returns its path;
+/// `None` at end of stream.
+async fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut data = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
@@ -83,11 +94,11 @@ async fn read_request(stream: &mut TcpStream) -> bool {
                 .and_then(|value| value.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if data.len() >= end + 4 + length {
-                return true;
+                return head.split_whitespace().nth(1).map(str::to_owned);
             }
         }
         match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => data.extend_from_slice(&buffer[..n]),
         }
     }
@@ -135,4 +146,37 @@ async fn no_more_lookups_than_the_limit_are_in_flight() {
     let response = app.post_json("/observe/observables", &ips(6)).await;
     assert_eq!(response, json!({"data": {}}));
     assert_eq!(upstream.most_in_flight(), 2);
+}
+
+#[tokio::test]
+async fn both_providers_are_asked_at_the_same_time() {
+    let upstream = CountingUpstream::start(2, Duration::from_millis(300)).await;
+    let port = upstream.port;
+    let app = spawn_app_with(move |settings| {
+        settings.upstream.c1fapp_api_url =
+            Url::parse(&format!("http://127.0.0.1:{port}/cifapp/api/")).unwrap();
+        settings.upstream.timeout = Duration::from_secs(10);
+    })
+    .await;
+    let token = crate::helpers::hs256_token(
+        &json!({
+            "key": crate::helpers::C1FAPP_KEY,
+            "api_key": crate::helpers::CYBERSCAN_KEY,
+            "host": format!("http://127.0.0.1:{port}")
+        }),
+        crate::helpers::SECRET_KEY,
+    );
+    let response = app
+        .post_json_with(
+            "/observe/observables",
+            &token,
+            &json!([observable("ip", "192.0.2.1")]),
+        )
+        .await;
+    assert_eq!(response, json!({"data": {}}));
+    assert_eq!(
+        upstream.most_in_flight(),
+        2,
+        "C1fApp and CyberScan were asked together"
+    );
 }

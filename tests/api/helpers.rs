@@ -10,6 +10,7 @@ use url::Url;
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use ctr_relay::auth::JwksHost;
 use ctr_relay::config::Settings;
 use ctr_relay::secret::Secret;
 use ctr_relay::startup::Application;
@@ -17,6 +18,8 @@ use ctr_relay::startup::Application;
 pub const SECRET_KEY: &str = "test-secret-key-that-is-long-enough";
 pub const C1FAPP_KEY: &str = "c1fapp-test-key";
 pub const C1FAPP_PATH: &str = "/cifapp/api/";
+pub const CYBERSCAN_KEY: &str = "cyberscan-test-key";
+pub const CYBERSCAN_TOKEN: &str = "cyberscan-access-token-1";
 
 /// The upstream timeout the tests run with: short, so timeouts are quick to prove.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(500);
@@ -24,11 +27,15 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct TestApp {
     pub address: String,
     pub c1fapp: MockServer,
+    pub cyberscan: MockServer,
+    /// Serves `/.well-known/jwks`; allowlisted as `http://127.0.0.1:<port>`.
+    pub jwks: MockServer,
     pub http: reqwest::Client,
 }
 
-/// The relay with the test defaults: HS256 with [`SECRET_KEY`], C1fApp at a
-/// wiremock server, a short upstream timeout.
+/// The relay with the test defaults: HS256 with [`SECRET_KEY`]; C1fApp,
+/// CyberScan and a JWKS host at wiremock servers on loopback (so private
+/// CyberScan hosts are allowed); a short upstream timeout.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -36,6 +43,8 @@ pub async fn spawn_app() -> TestApp {
 /// As [`spawn_app`], with `configure` applied to the settings last.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let c1fapp = MockServer::start().await;
+    let cyberscan = MockServer::start().await;
+    let jwks = MockServer::start().await;
     let mut settings = Settings {
         host: "127.0.0.1".parse().unwrap(),
         port: 0,
@@ -45,6 +54,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.upstream.c1fapp_api_url =
         Url::parse(&format!("{}{C1FAPP_PATH}", c1fapp.uri())).unwrap();
     settings.upstream.timeout = UPSTREAM_TIMEOUT;
+    settings.upstream.allow_private_hosts = true;
+    settings.jwks.hosts = vec![JwksHost::parse(&jwks.uri()).unwrap()];
     configure(&mut settings);
 
     let application = Application::build(settings)
@@ -55,6 +66,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         address,
         c1fapp,
+        cyberscan,
+        jwks,
         http: test_client(),
     }
 }
@@ -90,6 +103,33 @@ impl TestApp {
             .send()
             .await
             .expect("the relay answers")
+    }
+
+    /// `127.0.0.1:<port>`: the `jwks_host` naming the allowlisted JWKS server.
+    pub fn jwks_host(&self) -> String {
+        self.jwks.uri().trim_start_matches("http://").to_owned()
+    }
+
+    /// A token carrying the CyberScan key and this app's CyberScan server.
+    pub fn cyberscan_token(&self) -> String {
+        hs256_token(
+            &json!({"api_key": CYBERSCAN_KEY, "host": self.cyberscan.uri()}),
+            SECRET_KEY,
+        )
+    }
+
+    /// A token carrying both providers' credentials.
+    pub fn both_token(&self) -> String {
+        hs256_token(
+            &json!({"key": C1FAPP_KEY, "api_key": CYBERSCAN_KEY, "host": self.cyberscan.uri()}),
+            SECRET_KEY,
+        )
+    }
+
+    /// POSTs `body` with `token` and returns the JSON answer after checking
+    /// HTTP 200 and a JSON content type.
+    pub async fn post_json_with(&self, route: &str, token: &str, body: &Value) -> Value {
+        json_body(self.post(route, token, body).await).await
     }
 
     /// POSTs `body` with a C1fApp token, and returns the JSON answer after
@@ -203,4 +243,101 @@ pub async fn c1fapp_never_called(app: &TestApp) {
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// The RS256 signing key of a fixture (`relay-test-key` or `other-test-key`).
+pub fn rsa_private_key(name: &str) -> EncodingKey {
+    let pem = std::fs::read(format!(
+        "{}/tests/fixtures/{name}.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    EncodingKey::from_rsa_pem(&pem).unwrap()
+}
+
+/// The public key of a fixture as PEM text.
+pub fn rsa_public_pem(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}.pub.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The public key of a fixture as a JWK (its `kid` is the fixture's name).
+pub fn jwk(name: &str) -> Value {
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}.jwk.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// An RS256 token over `claims`, signed with fixture `key` and naming `kid`.
+pub fn rs256_token(claims: &Value, key: &str, kid: Option<&str>) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &rsa_private_key(key)).unwrap()
+}
+
+/// The JWKS server answers `keys` at `/.well-known/jwks`, exactly `times` times.
+pub async fn jwks_serves(app: &TestApp, keys: Vec<Value>, times: u64) {
+    Mock::given(method("GET"))
+        .and(path("/.well-known/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": keys})))
+        .expect(times)
+        .mount(&app.jwks)
+        .await;
+}
+
+/// CyberScan hands out [`CYBERSCAN_TOKEN`] for [`CYBERSCAN_KEY`], exactly `times` times.
+pub async fn cyberscan_issues_tokens(app: &TestApp, times: u64) {
+    Mock::given(method("POST"))
+        .and(path("/api/v1/token"))
+        .and(wiremock::matchers::body_json(json!({"key": CYBERSCAN_KEY})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"access_token": CYBERSCAN_TOKEN})),
+        )
+        .expect(times)
+        .mount(&app.cyberscan)
+        .await;
+}
+
+/// CyberScan answers `body` to an authenticated GET of `route`, exactly `times` times.
+pub async fn cyberscan_answers(app: &TestApp, route: &str, body: Value, times: u64) {
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1{route}")))
+        .and(wiremock::matchers::header(
+            "authorization",
+            format!("Bearer {CYBERSCAN_TOKEN}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .expect(times)
+        .mount(&app.cyberscan)
+        .await;
+}
+
+/// Asserts that CyberScan is never called during the test.
+pub async fn cyberscan_never_called(app: &TestApp) {
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&app.cyberscan)
+        .await;
+}
+
+/// A CyberScan finding in the documented shape.
+pub fn vulnerability(name: &str, cve: &str) -> Value {
+    json!({
+        "name": name,
+        "family": "General",
+        "description": format!("{name} is vulnerable"),
+        "severity": "Medium",
+        "port": 22,
+        "protocol": "tcp",
+        "cve": cve,
+        "cvss": 6.8,
+        "confidence": 30
+    })
 }

@@ -5,12 +5,15 @@
 
 mod auth;
 mod body;
+mod both;
 mod c1fapp;
 mod concurrency;
+mod cyberscan;
 mod deliberate;
 mod health;
 mod helpers;
 mod observe;
 mod refer;
 mod routes;
+mod rs256;
 mod upstream_faults;

@@ -1,0 +1,259 @@
+//! Key sets of the allowlisted `jwks_host`s, fetched on demand and cached.
+//!
+//! One entry per allowlisted host is made at start-up, so the cache is bounded
+//! by configuration and a token can never add a host. A key set is fetched the
+//! first time a host is named, and again when a token names a `kid` it does not
+//! hold — at most once a minute per host (`JwksSettings::refetch_interval`). A failed fetch never replaces a good
+//! key set, and for a few seconds after one, requests fail at once instead of
+//! queueing behind another slow fetch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, RwLock};
+
+use super::{AuthError, JwksHost};
+use crate::config::JwksSettings;
+
+/// Largest key set document the relay reads.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+pub struct KeyCache {
+    http: reqwest::Client,
+    hosts: HashMap<String, HostKeys>,
+    refetch_interval: Duration,
+    failure_backoff: Duration,
+}
+
+struct HostKeys {
+    host: JwksHost,
+    state: RwLock<KeySetState>,
+    /// Held while fetching, so concurrent requests for one host share a fetch.
+    fetching: Mutex<()>,
+}
+
+#[derive(Default)]
+struct KeySetState {
+    keys: Arc<HashMap<String, DecodingKey>>,
+    /// When the last fetch was attempted, and whether it succeeded.
+    last_attempt: Option<(Instant, bool)>,
+}
+
+impl KeySetState {
+    /// Whether a new fetch may be made now: the first time, a minute after a
+    /// successful one, a few seconds after a failed one.
+    fn may_fetch(&self, refetch_interval: Duration, failure_backoff: Duration) -> bool {
+        match self.last_attempt {
+            None => true,
+            Some((at, true)) => at.elapsed() >= refetch_interval,
+            Some((at, false)) => at.elapsed() >= failure_backoff,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct KeySetDocument {
+    keys: Vec<Value>,
+}
+
+impl KeyCache {
+    /// `http` must have a timeout: it bounds how long a request can wait for keys.
+    pub fn new(http: reqwest::Client, settings: &JwksSettings) -> Self {
+        let hosts = settings
+            .hosts
+            .iter()
+            .map(|host| {
+                let entry = HostKeys {
+                    host: host.clone(),
+                    state: RwLock::new(KeySetState::default()),
+                    fetching: Mutex::new(()),
+                };
+                (host.authority().to_ascii_lowercase(), entry)
+            })
+            .collect();
+        Self {
+            http,
+            hosts,
+            refetch_interval: settings.refetch_interval,
+            failure_backoff: settings.failure_backoff,
+        }
+    }
+
+    /// The allowlisted host a token's `jwks_host` claim names, if any.
+    pub fn allowed(&self, claimed: &str) -> Option<&JwksHost> {
+        self.hosts
+            .values()
+            .map(|entry| &entry.host)
+            .find(|host| host.matches(claimed))
+    }
+
+    /// The key `kid` of `host`'s key set, fetching the set when needed.
+    pub async fn key(&self, host: &JwksHost, kid: &str) -> Result<DecodingKey, AuthError> {
+        let entry = self
+            .hosts
+            .get(&host.authority().to_ascii_lowercase())
+            .ok_or(AuthError::WrongJwksHost)?;
+        if let Some(key) = entry.state.read().await.keys.get(kid) {
+            return Ok(key.clone());
+        }
+
+        let _fetching = entry.fetching.lock().await;
+        {
+            // Another request may have fetched while this one waited.
+            let state = entry.state.read().await;
+            if let Some(key) = state.keys.get(kid) {
+                return Ok(key.clone());
+            }
+            if !state.may_fetch(self.refetch_interval, self.failure_backoff) {
+                return Err(match state.last_attempt {
+                    Some((_, true)) => AuthError::KidNotFound,
+                    _ => AuthError::WrongJwksHost,
+                });
+            }
+        }
+
+        let fetched = self.fetch(&entry.host).await;
+        let mut state = entry.state.write().await;
+        match fetched {
+            Ok(keys) => {
+                state.keys = Arc::new(keys);
+                state.last_attempt = Some((Instant::now(), true));
+                state.keys.get(kid).cloned().ok_or(AuthError::KidNotFound)
+            }
+            Err(reason) => {
+                tracing::warn!(jwks_host = %entry.host, %reason, "key set fetch failed");
+                state.last_attempt = Some((Instant::now(), false));
+                Err(AuthError::WrongJwksHost)
+            }
+        }
+    }
+
+    async fn fetch(&self, host: &JwksHost) -> Result<HashMap<String, DecodingKey>, String> {
+        let started = Instant::now();
+        let mut response = self
+            .http
+            .get(host.jwks_url().clone())
+            .send()
+            .await
+            .map_err(|error| format!("request failed: {error}"))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| format!("reading the body failed: {error}"))?
+        {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        tracing::info!(
+            jwks_host = %host,
+            status = status.as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "key set fetch"
+        );
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        parse_key_set(&body)
+    }
+}
+
+/// The RSA signing keys of a JWKS document, by `kid`. Keys of other types,
+/// without a `kid`, or that do not parse are skipped; a document without one
+/// usable key is an error.
+pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
+    let document: KeySetDocument =
+        serde_json::from_slice(body).map_err(|error| format!("not a key set: {error}"))?;
+    let keys: HashMap<String, DecodingKey> = document
+        .keys
+        .into_iter()
+        .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
+        .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            Some((kid, key))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err("the key set holds no usable RSA key".to_owned());
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const N: &str = "tSKfSeI0fukRIX38AHlKB1YPpX8PUYN2JdvfM-XjNmLfU1M74N0VmdzIX95sneQGO9kC2xMIE-AIlt52Yf_KgBZggAlS9Y0Vx8DsSL2HvOjguAdXir3vYLvAyyHin_mUisJOqccFKChHKjnk0uXy_38-1r17_cYTp76brKpU1I4kM20M__dbvLBWjfzyw9ehufr74aVwr-0xJfsBVr2oaQFww_XHGz69Q7yHK6DbxYO4w4q2sIfcC4pT8XTPHo4JZ2M733Ea8a7HxtZS563_mhhRZLU5aynQpwaVv2U--CL6EvGt8TlNZOkeRv8wz-Rt8B70jzoRpVK36rR-pHKlXhMGT619v82LneTdsqA25Wi2Ld_c0niuul24A6-aaj2u9SWbxA9LmVtFntvNbRaHXE1SLpLPoIp8uppGF02Nz2v3ld8gCnTTWfq_BQ80Qy8e0coRRABECZrjIMzHEg6MloRDy4na0pRQv61VogqRKDU2r3_VezFPQDb3ciYsZjWBr3HpNOkUjTrvLmFyOE9Q5R_qQGmc6BYtfk5rn7iIfXlkJAZHXhBy-ElBuiBM-YSkFM7dH92sSIoZ05V4MP09Xcppx7kdwsJy72Sust9Hnd9B7V35YnVF6W791lVHnenhCJOziRmkH4xLLbPkaST2Ks3IHH7tVltM6NsRk3jNdVM";
+
+    fn body(value: Value) -> Vec<u8> {
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn rsa_keys_are_indexed_by_kid() {
+        let keys = parse_key_set(&body(json!({"keys": [
+            {"kty": "RSA", "n": N, "e": "AQAB", "alg": "RS256", "kid": "one", "use": "sig"},
+            {"kty": "RSA", "n": N, "e": "AQAB", "kid": "two"}
+        ]})))
+        .unwrap();
+        let mut kids: Vec<_> = keys.keys().cloned().collect();
+        kids.sort();
+        assert_eq!(kids, vec!["one", "two"]);
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped() {
+        let keys = parse_key_set(&body(json!({"keys": [
+            {"kty": "RSA", "n": N, "e": "AQAB"},
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "symmetric"},
+            {"kty": "RSA", "kid": "broken"},
+            "not a key",
+            {"kty": "RSA", "n": N, "e": "AQAB", "kid": "good"}
+        ]})))
+        .unwrap();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["good"]);
+    }
+
+    #[test]
+    fn documents_without_a_usable_key_are_refused() {
+        assert!(parse_key_set(b"<html>").is_err());
+        assert!(parse_key_set(&body(json!({"keys": []}))).is_err());
+        assert!(
+            parse_key_set(&body(
+                json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]})
+            ))
+            .is_err()
+        );
+        assert!(parse_key_set(&body(json!([]))).is_err());
+    }
+
+    #[test]
+    fn a_fetch_is_allowed_first_after_a_minute_or_after_a_short_backoff() {
+        let minute = Duration::from_secs(60);
+        let backoff = Duration::from_secs(5);
+        let ago = |duration| Instant::now().checked_sub(duration).unwrap();
+        let mut state = KeySetState::default();
+        assert!(state.may_fetch(minute, backoff));
+        state.last_attempt = Some((Instant::now(), true));
+        assert!(!state.may_fetch(minute, backoff));
+        state.last_attempt = Some((ago(minute), true));
+        assert!(state.may_fetch(minute, backoff));
+        state.last_attempt = Some((ago(backoff), true));
+        assert!(!state.may_fetch(minute, backoff));
+        state.last_attempt = Some((Instant::now(), false));
+        assert!(!state.may_fetch(minute, backoff));
+        state.last_attempt = Some((ago(backoff), false));
+        assert!(state.may_fetch(minute, backoff));
+    }
+}

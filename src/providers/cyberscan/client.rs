@@ -1,0 +1,369 @@
+//! The CyberScan API: a token per (host, API key), reused until the service
+//! rejects it, then data calls with `Authorization: Bearer <token>`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::mapping;
+use crate::auth::CyberScanCredentials;
+use crate::config::UpstreamSettings;
+use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Reference};
+use crate::providers::address::{PublicOnlyResolver, is_public};
+use crate::providers::upstream::{self, Endpoint, UpstreamResponse};
+use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
+use crate::secret::Secret;
+
+const PROVIDER: ProviderName = ProviderName::CyberScan;
+
+/// Cached access tokens: bounded, and idle ones dropped, so tokens naming many
+/// hosts or keys cannot grow the relay's memory without end.
+const TOKEN_CACHE_CAPACITY: u64 = 10_000;
+const TOKEN_IDLE_TIME: Duration = Duration::from_secs(3600);
+
+/// A cached access token is keyed by the API address and the API key.
+type TokenKey = (Url, Secret);
+
+#[derive(Clone)]
+pub struct CyberScan {
+    http: reqwest::Client,
+    settings: UpstreamSettings,
+    tokens: Cache<TokenKey, Secret>,
+}
+
+impl std::fmt::Debug for CyberScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CyberScan")
+            .field("cached_tokens", &self.tokens.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct TokenRequest<'a> {
+    key: &'a str,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+}
+
+impl CyberScan {
+    /// Builds the client. Unless `settings.allow_private_hosts`, it connects
+    /// only to public addresses (the host comes from the token).
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, upstream::BuildError> {
+        let mut builder = upstream::client_builder(settings)?;
+        if !settings.allow_private_hosts {
+            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        Ok(Self {
+            http: builder.build()?,
+            settings: settings.clone(),
+            tokens: Cache::builder()
+                .max_capacity(TOKEN_CACHE_CAPACITY)
+                .time_to_idle(TOKEN_IDLE_TIME)
+                .build(),
+        })
+    }
+
+    pub fn supports(capability: Capability, kind: ObservableType) -> bool {
+        let known = matches!(kind, ObservableType::Ip | ObservableType::Domain);
+        known && matches!(capability, Capability::Observe | Capability::Refer)
+    }
+
+    /// A sighting per vulnerability of the observable's IP (a domain's IP is
+    /// resolved by CyberScan first).
+    pub async fn observe(
+        &self,
+        credentials: &CyberScanCredentials,
+        observable: &Observable,
+        limit: EntitiesLimit,
+    ) -> Result<Entities, ProviderError> {
+        let Some(ip) = self.ip_of(credentials, observable).await? else {
+            return Ok(Entities::default());
+        };
+        let body = self
+            .get(
+                credentials,
+                &["vulnerabilities", "ip", &ip],
+                "vulnerabilities",
+            )
+            .await?;
+        let found = mapping::vulnerabilities(&body).map_err(malformed)?;
+        let mut entities = Entities::default();
+        entities.sightings.0 =
+            mapping::sightings(observable, found, limit, Utc::now(), &mut RandomIds);
+        Ok(entities)
+    }
+
+    /// The link to CyberScan's page for the observable.
+    pub async fn refer(
+        &self,
+        credentials: &CyberScanCredentials,
+        observable: &Observable,
+    ) -> Result<Vec<Reference>, ProviderError> {
+        let Some(segment) = path_segment(observable) else {
+            return Ok(Vec::new());
+        };
+        let kind = observable.kind.as_str();
+        let body = self.get(credentials, &[kind, segment], "details").await?;
+        let page = mapping::details_page(&body).map_err(malformed)?;
+        Ok(vec![mapping::reference(observable, page)])
+    }
+
+    /// Healthy when the token call succeeds; always asks for a new token.
+    pub async fn health(&self, credentials: &CyberScanCredentials) -> Result<(), ProviderError> {
+        let token = self.authenticate(credentials).await?;
+        self.tokens.insert(token_key(credentials), token).await;
+        Ok(())
+    }
+
+    /// The IP to ask about: the observable itself, or the domain's IP.
+    async fn ip_of(
+        &self,
+        credentials: &CyberScanCredentials,
+        observable: &Observable,
+    ) -> Result<Option<String>, ProviderError> {
+        let Some(segment) = path_segment(observable) else {
+            return Ok(None);
+        };
+        match observable.kind {
+            ObservableType::Domain => {
+                let body = self
+                    .get(credentials, &["domain", segment], "domain")
+                    .await?;
+                mapping::resolved_ip(&body).map_err(malformed)
+            }
+            _ => Ok(Some(segment.to_owned())),
+        }
+    }
+
+    /// A GET with the cached token; when the service rejects the token (401 or
+    /// 403), one new token and one more try.
+    async fn get(
+        &self,
+        credentials: &CyberScanCredentials,
+        segments: &[&str],
+        operation: &'static str,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let url = endpoint_url(&credentials.api, segments);
+        let token = self.token(credentials).await?;
+        let mut response = self.send_get(credentials, &url, &token, operation).await?;
+        if matches!(
+            response.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            self.forget(credentials, &token).await;
+            let token = self.token(credentials).await?;
+            response = self.send_get(credentials, &url, &token, operation).await?;
+        }
+        self.check(credentials, response)
+    }
+
+    async fn send_get(
+        &self,
+        credentials: &CyberScanCredentials,
+        url: &Url,
+        token: &Secret,
+        operation: &'static str,
+    ) -> Result<UpstreamResponse, ProviderError> {
+        self.refuse_internal_literal(credentials)?;
+        let request = self
+            .http
+            .request(Method::GET, url.clone())
+            .bearer_auth(token.expose());
+        upstream::send(
+            self.endpoint(credentials, operation),
+            request,
+            &self.settings,
+        )
+        .await
+    }
+
+    /// The cached token for these credentials, or a new one. Concurrent
+    /// requests for the same credentials share one token call.
+    async fn token(&self, credentials: &CyberScanCredentials) -> Result<Secret, ProviderError> {
+        self.tokens
+            .try_get_with(token_key(credentials), self.authenticate(credentials))
+            .await
+            .map_err(|error| (*error).clone())
+    }
+
+    /// Drops `rejected` from the cache, unless another request already
+    /// replaced it with a newer token.
+    async fn forget(&self, credentials: &CyberScanCredentials, rejected: &Secret) {
+        self.tokens
+            .entry(token_key(credentials))
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(entry) if entry.value() == rejected => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
+    /// `POST /token` with the API key.
+    async fn authenticate(
+        &self,
+        credentials: &CyberScanCredentials,
+    ) -> Result<Secret, ProviderError> {
+        self.refuse_internal_literal(credentials)?;
+        let url = endpoint_url(&credentials.api, &["token"]);
+        let request = self.http.post(url).json(&TokenRequest {
+            key: credentials.api_key.expose(),
+        });
+        let response =
+            upstream::send(self.endpoint(credentials, "token"), request, &self.settings).await?;
+        let body = self.check(credentials, response)?;
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|error| malformed(format!("token answer: {error}")))?;
+        if token.access_token.trim().is_empty() {
+            return Err(malformed("the access token is empty".to_owned()));
+        }
+        Ok(Secret::new(token.access_token))
+    }
+
+    /// A 2xx answer's body, or the error its status means.
+    fn check(
+        &self,
+        credentials: &CyberScanCredentials,
+        response: UpstreamResponse,
+    ) -> Result<Vec<u8>, ProviderError> {
+        match response.status {
+            status if status.is_success() => Ok(response.body),
+            StatusCode::FORBIDDEN => Err(ProviderError::WrongApiKey { provider: PROVIDER }),
+            status => Err(ProviderError::UnexpectedStatus {
+                provider: PROVIDER,
+                status: status.as_u16(),
+                body: response.body_text(credentials.api_key.expose()),
+            }),
+        }
+    }
+
+    /// An API address written as a non-public IP literal is refused before any
+    /// request (names are checked by the resolver).
+    fn refuse_internal_literal(
+        &self,
+        credentials: &CyberScanCredentials,
+    ) -> Result<(), ProviderError> {
+        if self.settings.allow_private_hosts {
+            return Ok(());
+        }
+        let literal = match credentials.api.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        match literal {
+            Some(ip) if !is_public(ip) => {
+                tracing::warn!(%ip, "refused: the CyberScan host is not a public address");
+                Err(ProviderError::Connect {
+                    provider: PROVIDER,
+                    url: credentials.api.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn endpoint<'a>(
+        &self,
+        credentials: &'a CyberScanCredentials,
+        operation: &'static str,
+    ) -> Endpoint<'a> {
+        Endpoint {
+            provider: PROVIDER,
+            configured: &credentials.api,
+            operation,
+        }
+    }
+}
+
+fn token_key(credentials: &CyberScanCredentials) -> TokenKey {
+    (credentials.api.clone(), credentials.api_key.clone())
+}
+
+fn malformed(detail: String) -> ProviderError {
+    ProviderError::Malformed {
+        provider: PROVIDER,
+        detail,
+    }
+}
+
+/// `<api>/<segment>/…`, each segment percent-encoded (a `/` or `?` in an
+/// observable cannot change the path).
+fn endpoint_url(api: &Url, segments: &[&str]) -> Url {
+    let mut url = api.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// The observable as a path segment: IPs must be IP addresses, and `.` or `..`
+/// (which would walk the path) are never sent. `None` means nothing to ask.
+fn path_segment(observable: &Observable) -> Option<&str> {
+    let value = observable.value.trim();
+    let usable = match observable.kind {
+        ObservableType::Ip => value.parse::<IpAddr>().is_ok(),
+        _ => !value.is_empty() && value != "." && value != "..",
+    };
+    usable.then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> Url {
+        Url::parse("https://api.cyberscan.io/api/v1").unwrap()
+    }
+
+    #[test]
+    fn segments_are_encoded_into_the_path() {
+        assert_eq!(
+            endpoint_url(&api(), &["domain", "a.example/../../token?x=1"]).as_str(),
+            "https://api.cyberscan.io/api/v1/domain/a.example%2F..%2F..%2Ftoken%3Fx=1"
+        );
+        assert_eq!(
+            endpoint_url(&api(), &["vulnerabilities", "ip", "192.0.2.1"]).as_str(),
+            "https://api.cyberscan.io/api/v1/vulnerabilities/ip/192.0.2.1"
+        );
+    }
+
+    #[test]
+    fn only_real_ips_and_harmless_domains_are_asked_about() {
+        let ip = |value: &str| Observable::new(ObservableType::Ip, value);
+        let domain = |value: &str| Observable::new(ObservableType::Domain, value);
+        assert_eq!(path_segment(&ip("192.0.2.1")), Some("192.0.2.1"));
+        assert_eq!(path_segment(&ip("2001:db8::1")), Some("2001:db8::1"));
+        assert_eq!(path_segment(&ip("not-an-ip")), None);
+        assert_eq!(path_segment(&ip("../token")), None);
+        assert_eq!(path_segment(&domain("a.example")), Some("a.example"));
+        assert_eq!(path_segment(&domain("..")), None);
+        assert_eq!(path_segment(&domain(".")), None);
+    }
+
+    #[test]
+    fn cyberscan_observes_and_refers_ips_and_domains() {
+        for kind in [ObservableType::Ip, ObservableType::Domain] {
+            assert!(CyberScan::supports(Capability::Observe, kind));
+            assert!(CyberScan::supports(Capability::Refer, kind));
+            assert!(!CyberScan::supports(Capability::Deliberate, kind));
+        }
+        assert!(!CyberScan::supports(
+            Capability::Observe,
+            ObservableType::Url
+        ));
+    }
+}

@@ -1,0 +1,333 @@
+//! CyberScan answers → CTIM. Pure: the clock and the id source are passed in.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::ctim::{
+    Confidence, IdSource, Observable, ObservedTime, Reference, SchemaVersion, Sighting,
+    SightingDataTable, Timestamp, TransientId,
+};
+use crate::providers::EntitiesLimit;
+
+const SOURCE: &str = "CyberScan";
+
+/// One finding of `/vulnerabilities/ip/<ip>`, with its fields in the order received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vulnerability {
+    pub name: String,
+    pub description: Option<String>,
+    pub cve: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the body is not a JSON object".to_owned()),
+        Err(error) => Err(format!("the body is not JSON: {error}")),
+    }
+}
+
+/// A non-empty string field, `None` when absent, null or empty, `Err` for other types.
+fn optional_text(map: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.trim().to_owned())),
+        Some(_) => Err(format!("{field} is not a string")),
+    }
+}
+
+/// The `ip` of a `/domain/<domain>` answer; `None` when the domain has none.
+pub fn resolved_ip(body: &[u8]) -> Result<Option<String>, String> {
+    optional_text(&object(body)?, "ip")
+}
+
+/// The `details_page` of an `/ip/<ip>` or `/domain/<domain>` answer.
+pub fn details_page(body: &[u8]) -> Result<String, String> {
+    optional_text(&object(body)?, "details_page")?
+        .ok_or_else(|| "details_page is missing".to_owned())
+}
+
+/// The findings of a `/vulnerabilities/ip/<ip>` answer, in the order received.
+pub fn vulnerabilities(body: &[u8]) -> Result<Vec<Vulnerability>, String> {
+    let items = match object(body)?.remove("vulnerabilities") {
+        Some(Value::Array(items)) => items,
+        Some(Value::Null) => Vec::new(),
+        Some(_) => return Err("vulnerabilities is not a list".to_owned()),
+        None => return Err("vulnerabilities is missing".to_owned()),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let Value::Object(fields) = item else {
+                return Err(format!("vulnerability {index} is not an object"));
+            };
+            let name = optional_text(&fields, "name")
+                .map_err(|error| format!("vulnerability {index}: {error}"))?
+                .ok_or_else(|| format!("vulnerability {index} has no name"))?;
+            let description = optional_text(&fields, "description")
+                .map_err(|error| format!("vulnerability {index}: {error}"))?;
+            let cve = optional_text(&fields, "cve")
+                .map_err(|error| format!("vulnerability {index}: {error}"))?;
+            Ok(Vulnerability {
+                name,
+                description,
+                cve,
+                fields,
+            })
+        })
+        .collect()
+}
+
+/// A cell of the sighting's data table: strings as they are, `null` empty,
+/// anything else as compact JSON (`22`, `6.8`, `true`).
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// One sighting per vulnerability, for the first `limit` of them.
+pub fn sightings(
+    observable: &Observable,
+    vulnerabilities: Vec<Vulnerability>,
+    limit: EntitiesLimit,
+    now: DateTime<Utc>,
+    ids: &mut impl IdSource,
+) -> Vec<Sighting> {
+    vulnerabilities
+        .into_iter()
+        .take(limit.get())
+        .map(|vulnerability| {
+            let short_description = match &vulnerability.cve {
+                Some(cve) => format!("Vulnerability {cve} observed at CyberScan"),
+                None => "Vulnerability observed at CyberScan".to_owned(),
+            };
+            let cells = vulnerability
+                .fields
+                .iter()
+                .map(|(name, value)| (name.clone(), cell(value)))
+                .collect();
+            Sighting {
+                id: TransientId::new("sighting", ids),
+                schema_version: SchemaVersion,
+                source: SOURCE,
+                source_uri: None,
+                confidence: Confidence::High,
+                count: 1,
+                internal: Some(true),
+                title: Some(vulnerability.name),
+                description: vulnerability.description,
+                short_description: Some(short_description),
+                observables: vec![observable.clone()],
+                observed_time: ObservedTime {
+                    start_time: Timestamp(now),
+                    end_time: None,
+                },
+                relations: Vec::new(),
+                data: Some(SightingDataTable::single_row(cells)),
+            }
+        })
+        .collect()
+}
+
+/// The pivot to CyberScan's own page for the observable.
+pub fn reference(observable: &Observable, details_page: String) -> Reference {
+    let kind = observable.kind.as_str();
+    Reference {
+        id: format!("ref-cyberscan-search-{kind}-{}", observable.value),
+        title: format!("Details for this {kind}"),
+        description: format!("Details for this {kind} in the CyberScan"),
+        url: details_page,
+        categories: vec![SOURCE],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctim::{ObservableType, SequentialIds};
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn bytes(value: Value) -> Vec<u8> {
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    fn finding() -> Value {
+        json!({
+            "name": "OpenSSH ",
+            "family": "General",
+            "description": "scp in OpenSSH allows command injection",
+            "severity": "Medium",
+            "port": 22,
+            "protocol": "tcp",
+            "cve": "CVE-2020-15778",
+            "cvss": 6.8,
+            "confidence": 30
+        })
+    }
+
+    #[test]
+    fn a_vulnerability_maps_to_a_sighting_with_a_data_table() {
+        let observable = Observable::new(ObservableType::Domain, "j-p.link");
+        let now = Utc.with_ymd_and_hms(2022, 7, 12, 9, 38, 46).unwrap();
+        let found = vulnerabilities(&bytes(
+            json!({"ip": "116.203.177.93", "vulnerabilities": [finding()]}),
+        ))
+        .unwrap();
+        let sightings = sightings(
+            &observable,
+            found,
+            EntitiesLimit::DEFAULT,
+            now,
+            &mut SequentialIds::default(),
+        );
+        assert_eq!(
+            serde_json::to_value(&sightings).unwrap(),
+            json!([{
+                "type": "sighting",
+                "id": "transient:sighting-00000000-0000-0000-0000-000000000001",
+                "schema_version": "1.3.28",
+                "source": "CyberScan",
+                "confidence": "High",
+                "count": 1,
+                "internal": true,
+                "title": "OpenSSH",
+                "description": "scp in OpenSSH allows command injection",
+                "short_description": "Vulnerability CVE-2020-15778 observed at CyberScan",
+                "observables": [{"type": "domain", "value": "j-p.link"}],
+                "observed_time": {"start_time": "2022-07-12T09:38:46Z"},
+                "data": {
+                    "columns": [
+                        {"name": "name", "type": "string"},
+                        {"name": "family", "type": "string"},
+                        {"name": "description", "type": "string"},
+                        {"name": "severity", "type": "string"},
+                        {"name": "port", "type": "string"},
+                        {"name": "protocol", "type": "string"},
+                        {"name": "cve", "type": "string"},
+                        {"name": "cvss", "type": "string"},
+                        {"name": "confidence", "type": "string"}
+                    ],
+                    "rows": [["OpenSSH ", "General", "scp in OpenSSH allows command injection", "Medium", "22", "tcp", "CVE-2020-15778", "6.8", "30"]]
+                }
+            }])
+        );
+    }
+
+    #[test]
+    fn columns_follow_the_order_received() {
+        let found = vulnerabilities(&bytes(
+            json!({"vulnerabilities": [{"zeta": 1, "name": "x", "alpha": null}]}),
+        ))
+        .unwrap();
+        let sighting = &sightings(
+            &Observable::new(ObservableType::Ip, "192.0.2.1"),
+            found,
+            EntitiesLimit::DEFAULT,
+            Utc::now(),
+            &mut SequentialIds::default(),
+        )[0];
+        let table = serde_json::to_value(sighting.data.as_ref().unwrap()).unwrap();
+        assert_eq!(table["columns"][0]["name"], "zeta");
+        assert_eq!(table["columns"][2]["name"], "alpha");
+        assert_eq!(table["rows"], json!([["1", "x", ""]]));
+    }
+
+    #[test]
+    fn a_vulnerability_without_a_cve_says_so_plainly() {
+        let found = vulnerabilities(&bytes(
+            json!({"vulnerabilities": [{"name": "Untrusted CA", "cve": ""}]}),
+        ))
+        .unwrap();
+        let sighting = &sightings(
+            &Observable::new(ObservableType::Ip, "192.0.2.1"),
+            found,
+            EntitiesLimit::DEFAULT,
+            Utc::now(),
+            &mut SequentialIds::default(),
+        )[0];
+        assert_eq!(
+            sighting.short_description.as_deref(),
+            Some("Vulnerability observed at CyberScan")
+        );
+        assert_eq!(sighting.description, None);
+    }
+
+    #[test]
+    fn only_the_first_limit_vulnerabilities_are_mapped() {
+        let items: Vec<Value> = (0..5).map(|i| json!({"name": format!("v{i}")})).collect();
+        let found = vulnerabilities(&bytes(json!({"vulnerabilities": items}))).unwrap();
+        let sightings = sightings(
+            &Observable::new(ObservableType::Ip, "192.0.2.1"),
+            found,
+            EntitiesLimit::parse("2").unwrap(),
+            Utc::now(),
+            &mut SequentialIds::default(),
+        );
+        let titles: Vec<_> = sightings.iter().map(|s| s.title.clone().unwrap()).collect();
+        assert_eq!(titles, vec!["v0", "v1"]);
+    }
+
+    #[test]
+    fn malformed_vulnerability_answers_are_refused() {
+        for body in [
+            json!([]),
+            json!({"ip": "192.0.2.1"}),
+            json!({"vulnerabilities": {}}),
+            json!({"vulnerabilities": ["x"]}),
+            json!({"vulnerabilities": [{"family": "General"}]}),
+            json!({"vulnerabilities": [{"name": 5}]}),
+        ] {
+            assert!(vulnerabilities(&bytes(body.clone())).is_err(), "{body}");
+        }
+        assert!(vulnerabilities(b"<html>").is_err());
+        assert_eq!(
+            vulnerabilities(&bytes(json!({"vulnerabilities": null}))).unwrap(),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn a_domain_without_an_ip_resolves_to_nothing() {
+        assert_eq!(
+            resolved_ip(&bytes(json!({"domain": "x", "ip": "192.0.2.1"})))
+                .unwrap()
+                .as_deref(),
+            Some("192.0.2.1")
+        );
+        assert_eq!(
+            resolved_ip(&bytes(json!({"domain": "x", "ip": null}))).unwrap(),
+            None
+        );
+        assert_eq!(
+            resolved_ip(&bytes(json!({"domain": "x", "ip": ""}))).unwrap(),
+            None
+        );
+        assert_eq!(resolved_ip(&bytes(json!({"domain": "x"}))).unwrap(), None);
+        assert!(resolved_ip(&bytes(json!({"ip": 5}))).is_err());
+        assert!(resolved_ip(b"[]").is_err());
+    }
+
+    #[test]
+    fn a_reference_links_to_the_details_page() {
+        let observable = Observable::new(ObservableType::Ip, "116.203.177.93");
+        let page = details_page(&bytes(json!({"details_page": "https://www.cyberscan.io/vulnerabilities/j-p.link/116.203.177.93"}))).unwrap();
+        assert_eq!(
+            serde_json::to_value(reference(&observable, page)).unwrap(),
+            json!({
+                "id": "ref-cyberscan-search-ip-116.203.177.93",
+                "title": "Details for this ip",
+                "description": "Details for this ip in the CyberScan",
+                "url": "https://www.cyberscan.io/vulnerabilities/j-p.link/116.203.177.93",
+                "categories": ["CyberScan"]
+            })
+        );
+        assert!(details_page(&bytes(json!({"ip": "x"}))).is_err());
+    }
+}
