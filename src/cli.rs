@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default) and `jwt`.
+//! The command line: `serve` (the default), `jwt` and `healthcheck`.
 
 use clap::{Args, Parser, Subcommand};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -27,6 +27,57 @@ pub enum Command {
     /// configuration. Signs with SECRET_KEY from the environment, or prints a
     /// new random SECRET_KEY first when it is unset.
     Jwt(JwtArgs),
+    /// Ask the local relay's GET /watchdog (on PORT, default 9090) and exit 0
+    /// when it answers correctly, 1 otherwise. For container health checks.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
+}
+
+/// The address `healthcheck` asks: the relay's own port on the loopback
+/// address of the listen address's family (a specific listen address as is).
+pub fn watchdog_url(host: std::net::IpAddr, port: u16) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let host = match host {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    match host {
+        IpAddr::V4(ip) => format!("http://{ip}:{port}/watchdog"),
+        IpAddr::V6(ip) => format!("http://[{ip}]:{port}/watchdog"),
+    }
+}
+
+/// One GET of `url` with a fresh `Health-Check` value; `Ok` when the relay
+/// echoes it back.
+pub async fn healthcheck(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+    let probe = uuid::Uuid::new_v4().to_string();
+    let client = crate::providers::upstream::plain_client(timeout)
+        .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
+    let response = client
+        .get(url)
+        .header("Health-Check", &probe)
+        .send()
+        .await
+        .map_err(|error| format!("{url}: {error}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|error| format!("{url}: HTTP {status}, not JSON: {error}"))?;
+    if status.is_success()
+        && body.get("data").and_then(|data| data.as_str()) == Some(probe.as_str())
+    {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP {status}: {body}"))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -208,11 +259,32 @@ mod tests {
     }
 
     #[test]
+    fn healthcheck_asks_the_loopback_address_of_the_listen_family() {
+        assert_eq!(
+            watchdog_url("0.0.0.0".parse().unwrap(), 9090),
+            "http://127.0.0.1:9090/watchdog"
+        );
+        assert_eq!(
+            watchdog_url("::".parse().unwrap(), 80),
+            "http://[::1]:80/watchdog"
+        );
+        assert_eq!(
+            watchdog_url("10.0.0.5".parse().unwrap(), 9090),
+            "http://10.0.0.5:9090/watchdog"
+        );
+    }
+
+    #[test]
     fn the_command_line_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["ctr-relay", "jwt", "--c1fapp-key", "k"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Jwt(_))));
+        let cli = Cli::try_parse_from(["ctr-relay", "healthcheck", "--timeout", "1"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Healthcheck(HealthcheckArgs { timeout: 1 }))
+        ));
         assert!(Cli::try_parse_from(["ctr-relay", "jwt", "--cyberscan-api-key", "k"]).is_err());
         assert!(Cli::try_parse_from(["ctr-relay", "jwt", "--entities-limit", "0"]).is_err());
     }

@@ -34,6 +34,7 @@ const VARIABLES: &[&str] = &[
     "LOOKUP_CONCURRENCY",
     "MAX_UPSTREAM_RESPONSE_BYTES",
     "CYBERSCAN_ALLOW_PRIVATE_HOSTS",
+    "SHUTDOWN_GRACE_SECONDS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +114,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub limits: RequestLimits,
     pub log: LogSettings,
+    /// How long requests in flight may run on after SIGTERM / SIGINT.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Settings {
@@ -144,6 +147,7 @@ impl Default for Settings {
                 filter: "info".to_owned(),
                 format: LogFormat::Json,
             },
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -177,6 +181,7 @@ struct RawSettings {
     lookup_concurrency: Option<String>,
     max_upstream_response_bytes: Option<String>,
     cyberscan_allow_private_hosts: Option<String>,
+    shutdown_grace_seconds: Option<String>,
 }
 
 impl Settings {
@@ -274,6 +279,18 @@ impl Settings {
                 defaults.limits.lookup_concurrency,
             )?,
         };
+        let shutdown_grace = match present("SHUTDOWN_GRACE_SECONDS", raw.shutdown_grace_seconds)? {
+            Some(text) => match text.parse::<u64>() {
+                Ok(seconds) if seconds <= 3600 => Duration::from_secs(seconds),
+                _ => {
+                    return Err(ConfigError::new(
+                        "SHUTDOWN_GRACE_SECONDS",
+                        format!("{text:?} is not a whole number of seconds from 0 to 3600"),
+                    ));
+                }
+            },
+            None => defaults.shutdown_grace,
+        };
         let filter = match present("RUST_LOG", raw.rust_log)? {
             Some(text) => {
                 tracing_subscriber::EnvFilter::try_new(&text)
@@ -311,6 +328,7 @@ impl Settings {
             },
             limits,
             log: LogSettings { filter, format },
+            shutdown_grace,
         })
     }
 }
@@ -431,6 +449,7 @@ mod tests {
         assert_eq!(settings.log.filter, "info");
         assert_eq!(settings.log.format, LogFormat::Json);
         assert!(!settings.upstream.allow_private_hosts);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
     }
 
     #[test]
@@ -454,6 +473,7 @@ mod tests {
             ("LOOKUP_CONCURRENCY", "4"),
             ("MAX_UPSTREAM_RESPONSE_BYTES", "4096"),
             ("CYBERSCAN_ALLOW_PRIVATE_HOSTS", "true"),
+            ("SHUTDOWN_GRACE_SECONDS", "5"),
         ])
         .unwrap();
         assert_eq!(settings.port, 8080);
@@ -476,6 +496,7 @@ mod tests {
         assert_eq!(settings.upstream.timeout, Duration::from_millis(2500));
         assert_eq!(settings.upstream.max_response_bytes, 4096);
         assert!(settings.upstream.allow_private_hosts);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
         assert_eq!(settings.log.filter, "debug");
         assert_eq!(settings.log.format, LogFormat::Text);
         assert_eq!(settings.limits.max_body_bytes, 2048);
@@ -529,6 +550,10 @@ mod tests {
         assert_eq!(
             error_variable(&[("LOOKUP_CONCURRENCY", "x")]),
             "LOOKUP_CONCURRENCY"
+        );
+        assert_eq!(
+            error_variable(&[("SHUTDOWN_GRACE_SECONDS", "1.5")]),
+            "SHUTDOWN_GRACE_SECONDS"
         );
     }
 

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod ctim;
 pub mod error;
+pub mod metrics;
 pub mod observable;
 pub mod providers;
 pub mod routes;

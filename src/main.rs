@@ -1,11 +1,12 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
-use ctr_relay::cli::{Cli, Command, JwtArgs, mint};
+use ctr_relay::cli::{Cli, Command, HealthcheckArgs, JwtArgs, healthcheck, mint, watchdog_url};
 use ctr_relay::config::Settings;
 use ctr_relay::secret::Secret;
-use ctr_relay::startup::Application;
+use ctr_relay::startup::{Application, StartupError, shutdown_signal};
 use ctr_relay::telemetry;
 
 fn main() -> ExitCode {
@@ -13,16 +14,21 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::Jwt(args) => jwt(&args),
+        Command::Healthcheck(args) => check(&args),
     }
 }
 
+fn settings() -> Result<Settings, ExitCode> {
+    Settings::from_env().map_err(|error| {
+        eprintln!("ctr-relay: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 fn serve() -> ExitCode {
-    let settings = match Settings::from_env() {
+    let settings = match settings() {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("ctr-relay: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     telemetry::init(&settings.log);
     let result = actix_web::rt::System::new().block_on(async move {
@@ -32,8 +38,8 @@ fn serve() -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "listening"
         );
-        application.run().await?;
-        Ok::<_, ctr_relay::startup::StartupError>(())
+        application.run_until(shutdown_signal()).await?;
+        Ok::<_, StartupError>(())
     });
     match result {
         Ok(()) => {
@@ -60,6 +66,31 @@ fn jwt(args: &JwtArgs) -> ExitCode {
         }
         Err(error) => {
             eprintln!("ctr-relay: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: &HealthcheckArgs) -> ExitCode {
+    let settings = match settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let url = watchdog_url(settings.host, settings.port);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ctr-relay: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(healthcheck(&url, Duration::from_secs(args.timeout))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ctr-relay: unhealthy: {error}");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,8 @@
 //! Builds the application once: listener, shared state, routes.
 
+use std::future::Future;
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -8,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::auth::{Authenticator, Credentials};
 use crate::config::{RequestLimits, Settings};
+use crate::metrics::Metrics;
 use crate::providers::{EntitiesLimit, Providers, upstream};
 use crate::{routes, telemetry};
 
@@ -15,14 +18,16 @@ use crate::{routes, telemetry};
 pub struct AppState {
     pub providers: Providers,
     pub limits: RequestLimits,
+    pub metrics: Arc<Metrics>,
     entities_limit: EntitiesLimit,
 }
 
 impl AppState {
-    pub fn new(settings: &Settings) -> Result<Self, upstream::BuildError> {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, upstream::BuildError> {
         Ok(Self {
-            providers: Providers::new(&settings.upstream)?,
+            providers: Providers::new(&settings.upstream, metrics.clone())?,
             limits: settings.limits.clone(),
+            metrics,
             entities_limit: settings.entities_limit,
         })
     }
@@ -43,6 +48,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Upstream(#[from] upstream::BuildError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -54,7 +61,8 @@ pub struct Application {
 
 impl Application {
     /// Binds `settings.host:settings.port` (port 0 picks a free port, as the
-    /// tests do) and prepares the server; nothing is served until [`Self::run`].
+    /// tests do) and prepares the server; nothing is served until
+    /// [`Self::run_until`].
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let address = (settings.host, settings.port);
         let listener = TcpListener::bind(address).map_err(|source| StartupError::Bind {
@@ -63,10 +71,12 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
 
-        let state = web::Data::new(AppState::new(&settings)?);
+        let metrics = Arc::new(Metrics::new()?);
+        let state = web::Data::new(AppState::new(&settings, metrics.clone())?);
         let authenticator = web::Data::new(Authenticator::new(
             &settings,
             upstream::client(&settings.upstream)?,
+            metrics,
         ));
         let server = HttpServer::new(move || {
             App::new()
@@ -75,6 +85,10 @@ impl Application {
                 .app_data(authenticator.clone())
                 .configure(routes::configure)
         })
+        // Signals are the caller's to handle (see `run_until`): actix would stop
+        // abruptly on SIGINT, and tests must not react to the test runner's.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace.as_secs())
         .listen(listener)?
         .run();
         Ok(Self { port, server })
@@ -84,8 +98,39 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is told to stop (SIGINT / SIGTERM).
-    pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+    /// Serves until `shutdown` completes, then stops accepting connections and
+    /// lets requests in flight finish, for at most the configured grace period.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = self.server;
+        tokio::select! {
+            result = &mut server => return result,
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        let stopping = handle.stop(true);
+        let (result, ()) = tokio::join!(server, stopping);
+        result
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |kind: SignalKind, name: &'static str| async move {
+        match signal(kind) {
+            Ok(mut stream) => {
+                stream.recv().await;
+                tracing::info!(signal = name, "signal received");
+            }
+            Err(error) => {
+                tracing::error!(signal = name, %error, "cannot listen for the signal");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = wait(SignalKind::terminate(), "SIGTERM") => {}
+        () = wait(SignalKind::interrupt(), "SIGINT") => {}
     }
 }

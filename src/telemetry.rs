@@ -2,15 +2,16 @@
 
 use std::time::Instant;
 
-use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{Error, web};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
+use crate::startup::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -32,8 +33,8 @@ pub fn init(settings: &LogSettings) {
 }
 
 /// Gives every request an id (returned as `X-Request-Id`), runs it inside a span
-/// carrying that id, and logs one line when it is answered: method, route,
-/// status, latency. Headers and bodies are never logged.
+/// carrying that id, logs one line when it is answered (method, route, status,
+/// latency) and counts it in the metrics. Headers and bodies are never logged.
 pub async fn log_request(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -49,7 +50,11 @@ pub async fn log_request(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+        state.metrics.request(&route, status, elapsed);
+    }
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
             .headers_mut()

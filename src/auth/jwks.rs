@@ -19,12 +19,14 @@ use tokio::sync::{Mutex, RwLock};
 
 use super::{AuthError, JwksHost};
 use crate::config::JwksSettings;
+use crate::metrics::Metrics;
 
 /// Largest key set document the relay reads.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 pub struct KeyCache {
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     hosts: HashMap<String, HostKeys>,
     refetch_interval: Duration,
     failure_backoff: Duration,
@@ -63,7 +65,7 @@ struct KeySetDocument {
 
 impl KeyCache {
     /// `http` must have a timeout: it bounds how long a request can wait for keys.
-    pub fn new(http: reqwest::Client, settings: &JwksSettings) -> Self {
+    pub fn new(http: reqwest::Client, settings: &JwksSettings, metrics: Arc<Metrics>) -> Self {
         let hosts = settings
             .hosts
             .iter()
@@ -78,6 +80,7 @@ impl KeyCache {
             .collect();
         Self {
             http,
+            metrics,
             hosts,
             refetch_interval: settings.refetch_interval,
             failure_backoff: settings.failure_backoff,
@@ -118,6 +121,8 @@ impl KeyCache {
         }
 
         let fetched = self.fetch(&entry.host).await;
+        self.metrics
+            .jwks_fetch(entry.host.authority(), fetched.is_ok());
         let mut state = entry.state.write().await;
         match fetched {
             Ok(keys) => {

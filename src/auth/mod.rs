@@ -14,10 +14,12 @@ pub use jwks_host::JwksHost;
 
 use crate::config::Settings;
 use crate::error::RelayError;
+use crate::metrics::Metrics;
 use crate::providers::EntitiesLimit;
 use crate::providers::cyberscan::api_base_url;
 use crate::secret::Secret;
 use jwks::KeyCache;
+use std::sync::Arc;
 use url::Url;
 
 /// Why a request's token was refused; the reasons of SPEC section 3.
@@ -117,13 +119,13 @@ pub struct Authenticator {
 impl Authenticator {
     /// `jwks_http` fetches key sets; its timeout bounds how long a request can
     /// wait for one.
-    pub fn new(settings: &Settings, jwks_http: reqwest::Client) -> Self {
+    pub fn new(settings: &Settings, jwks_http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
         Self {
             secret_key: settings
                 .secret_key
                 .as_ref()
                 .map(|secret| DecodingKey::from_secret(secret.expose().as_bytes())),
-            keys: KeyCache::new(jwks_http, &settings.jwks),
+            keys: KeyCache::new(jwks_http, &settings.jwks, metrics),
             audience: settings.relay_audience.clone(),
         }
     }

@@ -8,6 +8,7 @@ pub mod upstream;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
@@ -19,6 +20,7 @@ use crate::auth::Credentials;
 use crate::config::UpstreamSettings;
 use crate::ctim::{Entities, Observable, ObservableType, Reference, Verdicts};
 use crate::error::{CtimError, provider_error};
+use crate::metrics::Metrics;
 use c1fapp::C1fApp;
 use cyberscan::CyberScan;
 
@@ -113,10 +115,13 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, upstream::BuildError> {
+    pub fn new(
+        settings: &UpstreamSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, upstream::BuildError> {
         Ok(Self {
-            c1fapp: C1fApp::new(upstream::client(settings)?, settings.clone()),
-            cyberscan: CyberScan::new(settings)?,
+            c1fapp: C1fApp::new(settings, metrics.clone())?,
+            cyberscan: CyberScan::new(settings, metrics)?,
         })
     }
 

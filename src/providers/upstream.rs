@@ -9,6 +9,7 @@ use url::Url;
 
 use super::{ProviderError, ProviderName};
 use crate::config::UpstreamSettings;
+use crate::metrics::Metrics;
 
 pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));
 
@@ -29,6 +30,17 @@ pub fn client_builder(settings: &UpstreamSettings) -> Result<ClientBuilder, Buil
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .tls_backend_preconfigured(tls_config()?))
+}
+
+/// A client with no upstream policy (no redirects, the given total timeout):
+/// for the relay's own health check of itself.
+pub fn plain_client(timeout: Duration) -> Result<Client, BuildError> {
+    Ok(Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls_config()?)
+        .build()?)
 }
 
 /// Why an upstream client could not be built (at start-up only).
@@ -79,10 +91,11 @@ impl UpstreamResponse {
     }
 }
 
-/// One upstream endpoint of one provider, for error messages and logs.
+/// One upstream endpoint of one provider, for error messages, logs and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint<'a> {
     pub provider: ProviderName,
+    pub metrics: &'a Metrics,
     /// What is shown in a connection error ("validate the configured API endpoint").
     pub configured: &'a Url,
     /// A short name for logs: `search`, `token`, `vulnerabilities`, …
@@ -97,7 +110,14 @@ pub async fn send(
 ) -> Result<UpstreamResponse, ProviderError> {
     let started = Instant::now();
     let result = exchange(endpoint, request, settings).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    endpoint.metrics.upstream_call(
+        endpoint.provider.as_str(),
+        endpoint.operation,
+        result.as_ref().map(|response| response.status.as_u16()),
+        elapsed,
+    );
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     match &result {
         Ok(response) => tracing::info!(
             provider = %endpoint.provider,

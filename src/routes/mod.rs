@@ -3,6 +3,7 @@
 
 mod deliberate;
 mod health;
+mod metrics;
 mod observe;
 mod refer;
 mod respond;
@@ -49,6 +50,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         ))
         .service(resource("/version", web::post().to(version::version)))
         .service(resource("/watchdog", web::get().to(watchdog::watchdog)))
+        .service(resource("/metrics", web::get().to(metrics::metrics)))
         .default_service(web::to(not_found));
 }
 

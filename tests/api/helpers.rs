@@ -62,7 +62,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("the relay builds");
     let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run());
+    tokio::spawn(application.run_until(std::future::pending()));
     TestApp {
         address,
         c1fapp,

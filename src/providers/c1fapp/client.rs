@@ -5,7 +5,10 @@ use serde::Serialize;
 use super::mapping::{self, Record};
 use crate::config::UpstreamSettings;
 use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Verdicts};
-use crate::providers::upstream::{self, Endpoint};
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::providers::upstream::{self, BuildError, Endpoint};
 use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
 use crate::secret::Secret;
 
@@ -26,6 +29,7 @@ const HEALTH_PROBE: &str = "test.com";
 pub struct C1fApp {
     http: reqwest::Client,
     settings: UpstreamSettings,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Serialize)]
@@ -37,8 +41,12 @@ struct SearchRequest<'a> {
 }
 
 impl C1fApp {
-    pub fn new(http: reqwest::Client, settings: UpstreamSettings) -> Self {
-        Self { http, settings }
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
+        Ok(Self {
+            http: upstream::client(settings)?,
+            settings: settings.clone(),
+            metrics,
+        })
     }
 
     pub fn supports(capability: Capability, kind: ObservableType) -> bool {
@@ -100,6 +108,7 @@ impl C1fApp {
         });
         let endpoint = Endpoint {
             provider: PROVIDER,
+            metrics: &self.metrics,
             configured: url,
             operation,
         };

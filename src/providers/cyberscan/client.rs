@@ -16,6 +16,7 @@ use super::mapping;
 use crate::auth::CyberScanCredentials;
 use crate::config::UpstreamSettings;
 use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Reference};
+use crate::metrics::Metrics;
 use crate::providers::address::{PublicOnlyResolver, is_public};
 use crate::providers::upstream::{self, Endpoint, UpstreamResponse};
 use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
@@ -36,6 +37,7 @@ pub struct CyberScan {
     http: reqwest::Client,
     settings: UpstreamSettings,
     tokens: Cache<TokenKey, Secret>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for CyberScan {
@@ -59,7 +61,10 @@ struct TokenResponse {
 impl CyberScan {
     /// Builds the client. Unless `settings.allow_private_hosts`, it connects
     /// only to public addresses (the host comes from the token).
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, upstream::BuildError> {
+    pub fn new(
+        settings: &UpstreamSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, upstream::BuildError> {
         let mut builder = upstream::client_builder(settings)?;
         if !settings.allow_private_hosts {
             builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
@@ -71,6 +76,7 @@ impl CyberScan {
                 .max_capacity(TOKEN_CACHE_CAPACITY)
                 .time_to_idle(TOKEN_IDLE_TIME)
                 .build(),
+            metrics,
         })
     }
 
@@ -277,12 +283,13 @@ impl CyberScan {
     }
 
     fn endpoint<'a>(
-        &self,
+        &'a self,
         credentials: &'a CyberScanCredentials,
         operation: &'static str,
     ) -> Endpoint<'a> {
         Endpoint {
             provider: PROVIDER,
+            metrics: &self.metrics,
             configured: &credentials.api,
             operation,
         }

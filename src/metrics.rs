@@ -1,0 +1,203 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+//!
+//! One registry per application (no process-wide globals), so every test app
+//! counts only its own traffic. Labels have bounded values: routes are route
+//! patterns, outcomes are status classes or failure kinds.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::providers::ProviderError;
+
+/// Latency buckets in seconds: 1 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_calls: IntCounterVec,
+    upstream_duration: HistogramVec,
+    jwks_fetches: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("ctr_relay".to_owned()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_calls = IntCounterVec::new(
+            Opts::new(
+                "upstream_calls_total",
+                "Calls to upstream services, by provider, operation and outcome \
+                 (HTTP status class, or the kind of failure)",
+            ),
+            &["provider", "operation", "outcome"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "upstream_call_duration_seconds",
+                "Duration of upstream calls, by provider and operation",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["provider", "operation"],
+        )?;
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "jwks_fetches_total",
+                "Key set fetches, by jwks_host and outcome",
+            ),
+            &["jwks_host", "outcome"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_calls.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(jwks_fetches.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_calls,
+            upstream_duration,
+            jwks_fetches,
+        })
+    }
+
+    pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, status_text(status)])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One upstream call: `Ok(status)` when an answer came, else the failure.
+    pub fn upstream_call(
+        &self,
+        provider: &str,
+        operation: &str,
+        outcome: Result<u16, &ProviderError>,
+        elapsed: Duration,
+    ) {
+        let outcome = match outcome {
+            Ok(status) => status_class(status),
+            Err(error) => error.kind(),
+        };
+        self.upstream_calls
+            .with_label_values(&[provider, operation, outcome])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[provider, operation])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One key set fetch; `jwks_host` is always an allowlisted host.
+    pub fn jwks_fetch(&self, jwks_host: &str, succeeded: bool) {
+        let outcome = if succeeded { "ok" } else { "error" };
+        self.jwks_fetches
+            .with_label_values(&[jwks_host, outcome])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The status as a label without allocating for the common ones.
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        415 => "415",
+        500 => "500",
+        _ => status_class(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::ProviderName;
+
+    #[test]
+    fn requests_and_upstream_calls_are_counted() {
+        let metrics = Metrics::new().unwrap();
+        metrics.request("/observe/observables", 200, Duration::from_millis(12));
+        metrics.upstream_call("C1fApp", "search", Ok(200), Duration::from_millis(5));
+        metrics.upstream_call(
+            "C1fApp",
+            "search",
+            Err(&ProviderError::Timeout {
+                provider: ProviderName::C1fApp,
+                after: Duration::from_secs(1),
+            }),
+            Duration::from_secs(1),
+        );
+        metrics.jwks_fetch("visibility.amp.cisco.com", true);
+        let text = metrics.render().unwrap();
+        for line in [
+            r#"ctr_relay_http_requests_total{route="/observe/observables",status="200"} 1"#,
+            r#"ctr_relay_http_request_duration_seconds_count{route="/observe/observables"} 1"#,
+            r#"ctr_relay_upstream_calls_total{operation="search",outcome="2xx",provider="C1fApp"} 1"#,
+            r#"ctr_relay_upstream_calls_total{operation="search",outcome="timeout",provider="C1fApp"} 1"#,
+            r#"ctr_relay_upstream_call_duration_seconds_count{operation="search",provider="C1fApp"} 2"#,
+            r#"ctr_relay_jwks_fetches_total{jwks_host="visibility.amp.cisco.com",outcome="ok"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn uncommon_statuses_are_grouped_by_class() {
+        assert_eq!(status_text(200), "200");
+        assert_eq!(status_text(418), "4xx");
+        assert_eq!(status_text(503), "5xx");
+    }
+}

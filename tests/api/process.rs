@@ -1,0 +1,489 @@
+//! The relay as a process: command line, configuration errors, graceful
+//! shutdown, health check, and what it writes to its logs.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    C1FAPP_KEY, C1FAPP_PATH, CYBERSCAN_KEY, CYBERSCAN_TOKEN, SECRET_KEY, c1fapp_record,
+    closed_port, hs256_token, jwk, observable, rs256_token, test_client, vulnerability,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ctr-relay");
+
+/// A relay process on a free port, its output collected as it runs.
+struct Relay {
+    child: Child,
+    port: u16,
+    output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(envs: &[(&str, String)]) -> Relay {
+        let port = closed_port();
+        let mut command = Command::new(BINARY);
+        command
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .envs(envs.iter().map(|(name, value)| (*name, value.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the relay starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let streams: Vec<Box<dyn Read + Send>> = vec![
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for mut stream in streams {
+            let output = output.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    output
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            }));
+        }
+        let relay = Relay {
+            child,
+            port,
+            output,
+            readers,
+        };
+        relay.wait_until_ready().await;
+        relay
+    }
+
+    fn url(&self, route: &str) -> String {
+        format!("http://127.0.0.1:{}{route}", self.port)
+    }
+
+    async fn wait_until_ready(&self) {
+        let client = test_client();
+        for _ in 0..200 {
+            let ready = client
+                .get(self.url("/watchdog"))
+                .header("Health-Check", "ready")
+                .send()
+                .await
+                .is_ok();
+            if ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the relay did not start:\n{}", self.output.lock().unwrap());
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (at most 20 s) and returns its exit code
+    /// and everything it wrote.
+    async fn wait(mut self) -> (Option<i32>, String) {
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                for reader in self.readers.drain(..) {
+                    reader.join().unwrap();
+                }
+                let output = self.output.lock().unwrap().clone();
+                return (status.code(), output);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("the relay did not exit:\n{}", self.output.lock().unwrap());
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env_clear()
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_setting_stops_the_relay_with_the_variable_named() {
+    let (code, _, stderr) = run(&[], &[("PORT", "ninety")]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr.trim(),
+        "ctr-relay: invalid configuration: PORT: \"ninety\" is not a port number (0-65535)"
+    );
+    let (code, _, stderr) = run(&["serve"], &[("JWKS_HOSTS", "ftp://nope")]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("JWKS_HOSTS"), "{stderr}");
+}
+
+#[test]
+fn version_and_help_work() {
+    let (code, stdout, _) = run(&["--version"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        stdout.trim(),
+        format!("ctr-relay {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, stdout, _) = run(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    for command in ["serve", "jwt", "healthcheck"] {
+        assert!(stdout.contains(command), "{stdout}");
+    }
+}
+
+#[test]
+fn jwt_makes_a_key_and_a_token_or_signs_with_the_given_key() {
+    let (code, stdout, _) = run(&["jwt", "--c1fapp-key", "k1", "--entities-limit", "5"], &[]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let secret = lines[0].strip_prefix("SECRET_KEY=").unwrap();
+    let token = lines[1].strip_prefix("JWT=").unwrap();
+    let claims = decode(token, secret);
+    assert_eq!(claims, json!({"key": "k1", "CTR_ENTITIES_LIMIT": 5}));
+
+    let (code, stdout, _) = run(
+        &[
+            "jwt",
+            "--cyberscan-api-key",
+            "cs",
+            "--cyberscan-host",
+            "api.cyberscan.io",
+        ],
+        &[("SECRET_KEY", "operator-key")],
+    );
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains("SECRET_KEY"), "{stdout}");
+    let token = stdout.trim().strip_prefix("JWT=").unwrap();
+    assert_eq!(
+        decode(token, "operator-key"),
+        json!({"api_key": "cs", "host": "api.cyberscan.io"})
+    );
+
+    let (code, _, stderr) = run(&["jwt"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--c1fapp-key"), "{stderr}");
+}
+
+fn decode(token: &str, secret: &str) -> Value {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_when_the_relay_answers_and_1_otherwise() {
+    let relay = Relay::start(&[]).await;
+    let port = relay.port.to_string();
+    let (code, _, stderr) = run(&["healthcheck"], &[("PORT", &port), ("HOST", "0.0.0.0")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let closed = closed_port().to_string();
+    let (code, _, stderr) = run(&["healthcheck", "--timeout", "1"], &[("PORT", &closed)]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("unhealthy"), "{stderr}");
+}
+
+async fn slow_c1fapp(delay: Duration) -> MockServer {
+    let c1fapp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(C1FAPP_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([c1fapp_record(json!({}))]))
+                .set_delay(delay),
+        )
+        .mount(&c1fapp)
+        .await;
+    c1fapp
+}
+
+fn c1fapp_env(c1fapp: &MockServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("SECRET_KEY", SECRET_KEY.to_owned()),
+        ("C1FAPP_API_URL", format!("{}{C1FAPP_PATH}", c1fapp.uri())),
+    ]
+}
+
+#[tokio::test]
+async fn a_request_in_flight_at_sigterm_completes_with_its_data() {
+    for signal in ["TERM", "INT"] {
+        let c1fapp = slow_c1fapp(Duration::from_millis(1500)).await;
+        let relay = Relay::start(&c1fapp_env(&c1fapp)).await;
+        let client = test_client();
+        let token = hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY);
+        let in_flight = tokio::spawn(
+            client
+                .post(relay.url("/observe/observables"))
+                .bearer_auth(&token)
+                .json(&json!([observable("ip", "192.0.2.10")]))
+                .send(),
+        );
+        // Wait until the lookup has reached the upstream, then signal.
+        for _ in 0..100 {
+            if !c1fapp
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .is_empty()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        relay.signal(signal);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let refused = test_client()
+            .get(relay.url("/watchdog"))
+            .header("Health-Check", "x")
+            .send()
+            .await;
+        assert!(
+            refused.is_err(),
+            "SIG{signal}: new connections are refused while stopping"
+        );
+
+        let response = in_flight
+            .await
+            .unwrap()
+            .expect("the request in flight is answered");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["data"]["sightings"]["count"], 1, "SIG{signal}: {body}");
+
+        let (code, output) = relay.wait().await;
+        assert_eq!(code, Some(0), "SIG{signal}:\n{output}");
+        assert!(output.contains("signal received"), "{output}");
+    }
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_how_long_shutdown_waits() {
+    let c1fapp = slow_c1fapp(Duration::from_secs(30)).await;
+    let mut envs = c1fapp_env(&c1fapp);
+    envs.push(("SHUTDOWN_GRACE_SECONDS", "1".to_owned()));
+    envs.push(("UPSTREAM_TIMEOUT_SECONDS", "60".to_owned()));
+    let relay = Relay::start(&envs).await;
+    let token = hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY);
+    let in_flight = tokio::spawn(
+        test_client()
+            .post(relay.url("/observe/observables"))
+            .bearer_auth(&token)
+            .json(&json!([observable("ip", "192.0.2.10")]))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.signal("TERM");
+    let (code, output) = relay.wait().await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the request outlasting the grace period was cut, not awaited for 30 s"
+    );
+}
+
+/// Runs a session with every kind of secret through a relay at `RUST_LOG`
+/// `level`, and returns what it logged.
+async fn logged_session(level: &str) -> (String, Vec<String>) {
+    let c1fapp = MockServer::start().await;
+    // C1fApp echoing the key back must not put it into the logs either.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(403).set_body_string(format!("Invalid API key {C1FAPP_KEY}")),
+        )
+        .mount(&c1fapp)
+        .await;
+    let cyberscan = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/token"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"access_token": CYBERSCAN_TOKEN})),
+        )
+        .mount(&cyberscan)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"vulnerabilities": [vulnerability("OpenSSH", "")]})),
+        )
+        .mount(&cyberscan)
+        .await;
+    let jwks = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"keys": [jwk("relay-test-key")]})),
+        )
+        .mount(&jwks)
+        .await;
+
+    let relay = Relay::start(&[
+        ("SECRET_KEY", SECRET_KEY.to_owned()),
+        ("C1FAPP_API_URL", format!("{}{C1FAPP_PATH}", c1fapp.uri())),
+        ("JWKS_HOSTS", jwks.uri()),
+        ("CYBERSCAN_ALLOW_PRIVATE_HOSTS", "true".to_owned()),
+        ("RUST_LOG", level.to_owned()),
+    ])
+    .await;
+    let hs256 = hs256_token(
+        &json!({"key": C1FAPP_KEY, "api_key": CYBERSCAN_KEY, "host": cyberscan.uri()}),
+        SECRET_KEY,
+    );
+    let rs256 = rs256_token(
+        &json!({
+            "key": C1FAPP_KEY,
+            "jwks_host": jwks.uri().trim_start_matches("http://"),
+            "aud": format!("http://127.0.0.1:{}", relay.port),
+        }),
+        "relay-test-key",
+        Some("relay-test-key"),
+    );
+    let forged = hs256_token(&json!({"key": "forged-key-value"}), "not-the-secret-key");
+    let client = test_client();
+    for token in [&hs256, &rs256, &forged] {
+        for route in ["/observe/observables", "/refer/observables", "/health"] {
+            let response = client
+                .post(relay.url(route))
+                .bearer_auth(token)
+                .json(&json!([observable("ip", "192.0.2.10")]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    }
+    relay.signal("TERM");
+    let (_, output) = relay.wait().await;
+    let secrets = vec![
+        hs256.clone(),
+        rs256.clone(),
+        forged.clone(),
+        SECRET_KEY.to_owned(),
+        C1FAPP_KEY.to_owned(),
+        CYBERSCAN_KEY.to_owned(),
+        CYBERSCAN_TOKEN.to_owned(),
+        "forged-key-value".to_owned(),
+        // Each token's signature alone, in case a token is logged in parts.
+        hs256.rsplit('.').next().unwrap().to_owned(),
+        rs256.rsplit('.').next().unwrap().to_owned(),
+    ];
+    (output, secrets)
+}
+
+#[tokio::test]
+async fn no_token_key_or_access_token_ever_reaches_the_logs() {
+    for level in ["info", "trace"] {
+        let (output, secrets) = logged_session(level).await;
+        assert!(
+            output.lines().count() > 10,
+            "{level}: the session was logged:\n{output}"
+        );
+        for secret in &secrets {
+            assert!(
+                !output.contains(secret.as_str()),
+                "{level}: {secret} leaked into:\n{output}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_with_one_line_per_request_and_per_upstream_call() {
+    let (output, _) = logged_session("info").await;
+    let lines: Vec<Value> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "request")
+        .collect();
+    assert_eq!(requests.len(), 10, "nine requests and the readiness probe");
+    for line in &requests {
+        assert!(
+            line["span"]["request_id"]
+                .as_str()
+                .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()),
+            "{line}"
+        );
+        assert!(
+            line["route"].is_string() && line["status"].is_u64() && line["latency_ms"].is_f64(),
+            "{line}"
+        );
+        assert!(line["method"].is_string(), "{line}");
+    }
+    let upstream: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "upstream call")
+        .collect();
+    assert!(!upstream.is_empty());
+    for line in &upstream {
+        assert!(
+            line["provider"].is_string() && line["status"].is_u64() && line["latency_ms"].is_f64(),
+            "{line}"
+        );
+        assert!(
+            line["span"]["request_id"].is_string(),
+            "an upstream call is logged within its request: {line}"
+        );
+    }
+    let providers: std::collections::HashSet<&str> = upstream
+        .iter()
+        .filter_map(|line| line["provider"].as_str())
+        .collect();
+    assert!(
+        providers.contains("C1fApp") && providers.contains("CyberScan"),
+        "{providers:?}"
+    );
+}
+
+#[tokio::test]
+async fn text_logs_are_available_for_humans() {
+    let relay = Relay::start(&[("LOG_FORMAT", "text".to_owned())]).await;
+    relay.signal("TERM");
+    let (code, output) = relay.wait().await;
+    assert_eq!(code, Some(0));
+    let first = output
+        .lines()
+        .find(|line| line.contains("listening"))
+        .unwrap();
+    assert!(serde_json::from_str::<Value>(first).is_err(), "{first}");
+    assert!(first.contains("INFO"), "{first}");
+}
