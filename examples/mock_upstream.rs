@@ -98,11 +98,13 @@ async fn answer(answers: &Answers, body: &str) -> HttpResponse {
         .body(body.to_owned())
 }
 
-async fn c1fapp(answers: web::Data<Answers>) -> HttpResponse {
+// POST handlers take the body: actix closes a keep-alive connection whose
+// request body was left unread, which would make every call a new connection.
+async fn c1fapp(answers: web::Data<Answers>, _body: web::Bytes) -> HttpResponse {
     answer(&answers, &answers.c1fapp).await
 }
 
-async fn token(answers: web::Data<Answers>) -> HttpResponse {
+async fn token(answers: web::Data<Answers>, _body: web::Bytes) -> HttpResponse {
     answer(&answers, &answers.token).await
 }
 

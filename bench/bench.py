@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Drives the relay and the mock upstream with wrk; see bench/run.sh.
+
+Standard library only. Every scenario starts a fresh relay (so peak RSS and CPU
+belong to that scenario alone), checks one request answers with data and no
+errors (so a misconfiguration cannot pass as speed), warms up, runs wrk, and
+reads the relay's CPU time and peak RSS from /proc.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELAY = Path(os.environ.get("BENCH_RELAY", ROOT / "target/release/ctr-relay"))
+MOCK = ROOT / "target/release/examples/mock_upstream"
+RESULTS = ROOT / "bench/results"
+SECRET_KEY = "benchmark-secret-key-0123456789abcdef"
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+DURATION = int(os.environ.get("BENCH_DURATION", "10"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
+SOAK = int(os.environ.get("BENCH_SOAK", "60"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+WRK_SCRIPT = r"""
+wrk.method = "%(method)s"
+wrk.body = %(body)s
+%(headers)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %%d, "duration_us": %%d, "socket_errors": %%d, "non2xx": %%d, "p50_us": %%d, "p99_us": %%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def request(port, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, data
+
+
+class Mock:
+    def __init__(self, latency_ms):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [str(MOCK), "--port", str(self.port), "--latency-ms", str(latency_ms),
+             "--records", "3", "--vulnerabilities", "3"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+
+
+class Relay:
+    def __init__(self, mock, extra_env=None):
+        self.port = free_port()
+        env = {
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "SECRET_KEY": SECRET_KEY,
+            "C1FAPP_API_URL": f"http://127.0.0.1:{mock.port}/cifapp/api/",
+            "CYBERSCAN_ALLOW_PRIVATE_HOSTS": "true",
+        }
+        env.update(extra_env or {})
+        # Logs (JSON lines at info, as in production) go to a file: a reader
+        # process draining a pipe would compete for the same two cores.
+        self.log = tempfile.NamedTemporaryFile(prefix="ctr-relay-bench-", suffix=".log")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen([str(RELAY), "serve"], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.cold_start_ms = self._first_answer_ms()
+
+    def _first_answer_ms(self):
+        deadline = self.started + 10
+        while time.monotonic() < deadline:
+            try:
+                status, _ = request(self.port, "GET", "/watchdog", headers={"Health-Check": "start"})
+                if status == 200:
+                    return (time.monotonic() - self.started) * 1000
+            except OSError:
+                time.sleep(0.001)
+        raise RuntimeError("the relay did not answer")
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def status_kb(self, key):
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=40)
+        self.log.close()
+
+
+def token(claims):
+    env = dict(os.environ, SECRET_KEY=SECRET_KEY)
+    args = [str(RELAY), "jwt"]
+    if "key" in claims:
+        args += ["--c1fapp-key", claims["key"]]
+    if "api_key" in claims:
+        args += ["--cyberscan-api-key", claims["api_key"], "--cyberscan-host", claims["host"]]
+    output = subprocess.run(args, env=env, check=True, capture_output=True, text=True).stdout
+    return output.strip().removeprefix("JWT=")
+
+
+@dataclass
+class Scenario:
+    name: str
+    route: str = "/observe/observables"
+    observables: int = 1
+    latency_ms: int = 0
+    providers: tuple = ("c1fapp",)
+    direct: bool = False
+    env: dict = field(default_factory=dict)
+
+    def body(self):
+        if self.route == "/health":
+            return ""
+        if self.direct:
+            return json.dumps({"key": "k", "format": "json", "backend": "es", "request": "192.0.2.1"})
+        return json.dumps([{"type": "ip", "value": f"192.0.2.{i + 1}"} for i in range(self.observables)])
+
+
+SCENARIOS = [
+    Scenario("mock upstream direct (ceiling)", direct=True),
+    Scenario("1 observable, 0 ms"),
+    Scenario("10 observables, 0 ms", observables=10),
+    Scenario("10 observables, 50 ms", observables=10, latency_ms=50),
+    Scenario("both providers, 10 observables, 50 ms", observables=10, latency_ms=50,
+             providers=("c1fapp", "cyberscan")),
+    Scenario("/health, 0 ms", route="/health"),
+    Scenario("1 observable, 50 ms, cache off", latency_ms=50),
+    Scenario("1 observable, 50 ms, cache on", latency_ms=50,
+             env={"RESULT_CACHE_TTL_SECONDS": "60"}),
+]
+
+
+def wrk(port, path, method, body, headers, duration):
+    lines = [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
+    script = WRK_SCRIPT % {"method": method, "body": json.dumps(body), "headers": "\n".join(lines)}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        output = subprocess.run(
+            ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{duration}s",
+             "--timeout", "10s", "-s", handle.name, f"http://127.0.0.1:{port}{path}"],
+            check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(handle.name)
+    line = next(l for l in output.splitlines() if l.startswith("BENCH "))
+    return json.loads(line[len("BENCH "):])
+
+
+def run_scenario(scenario, mocks):
+    mock = mocks[scenario.latency_ms]
+    if scenario.direct:
+        result = wrk(mock.port, "/cifapp/api/", "POST", scenario.body(),
+                     {"Content-Type": "application/json"}, DURATION)
+        return result, None
+    claims = {}
+    if "c1fapp" in scenario.providers:
+        claims["key"] = "bench-c1fapp-key"
+    if "cyberscan" in scenario.providers:
+        claims.update(api_key="bench-cyberscan-key", host=f"http://127.0.0.1:{mock.port}")
+    headers = {"Authorization": f"Bearer {token(claims)}", "Content-Type": "application/json"}
+    relay = Relay(mock, scenario.env)
+    try:
+        status, data = request(relay.port, "POST", scenario.route, scenario.body(), headers)
+        answer = json.loads(data)
+        if status != 200 or "errors" in answer or "data" not in answer:
+            raise RuntimeError(f"{scenario.name}: unexpected answer {status} {data[:300]!r}")
+        wrk(relay.port, scenario.route, "POST", scenario.body(), headers, WARMUP)
+        cpu_before = relay.cpu_seconds()
+        result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, DURATION)
+        cpu = relay.cpu_seconds() - cpu_before
+        stats = {
+            "peak_rss_mb": relay.status_kb("VmHWM") / 1024,
+            "cpu_per_1000": cpu / max(result["requests"], 1) * 1000,
+            "cold_start_ms": relay.cold_start_ms,
+        }
+        return result, stats
+    finally:
+        relay.stop()
+
+
+def cold_starts(mock, runs=7):
+    times = []
+    for _ in range(runs):
+        relay = Relay(mock)
+        times.append(relay.cold_start_ms)
+        relay.stop()
+    return times
+
+
+def soak(mock, seconds):
+    """A long run at full load, sampling RSS: memory must level off, not grow."""
+    scenario = Scenario("soak", observables=10)
+    headers = {"Authorization": f"Bearer {token({'key': 'bench-c1fapp-key'})}",
+               "Content-Type": "application/json"}
+    relay = Relay(mock)
+    samples = []
+    try:
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(1.0):
+                samples.append((time.monotonic(), relay.status_kb("VmRSS") / 1024))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, seconds)
+        stop.set()
+        sampler.join()
+    finally:
+        relay.stop()
+    return result, samples
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", action="append", help="run only the named scenario(s)")
+    parser.add_argument("--no-soak", action="store_true")
+    args = parser.parse_args()
+
+    scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    mocks = {latency: Mock(latency) for latency in {s.latency_ms for s in scenarios} | {0}}
+    rows, results = [], {}
+    try:
+        for scenario in scenarios:
+            print(f"==> {scenario.name}", file=sys.stderr, flush=True)
+            result, stats = run_scenario(scenario, mocks)
+            seconds = result["duration_us"] / 1e6
+            results[scenario.name] = (result, stats)
+            rows.append([
+                scenario.name,
+                f"{result['requests'] / seconds:,.0f}",
+                f"{result['p50_us'] / 1000:.2f}",
+                f"{result['p99_us'] / 1000:.2f}",
+                f"{stats['peak_rss_mb']:.1f}" if stats else "–",
+                f"{stats['cpu_per_1000']:.3f}" if stats else "–",
+                str(result["socket_errors"] + result["non2xx"]),
+            ])
+        starts = cold_starts(mocks[0]) if not args.only else []
+        soak_result = None
+        if not args.no_soak and not args.only:
+            print(f"==> soak, {SOAK} s", file=sys.stderr, flush=True)
+            soak_result = soak(mocks[0], SOAK)
+    finally:
+        for mock in mocks.values():
+            mock.stop()
+
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+                         capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"ctr-relay benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"{os.cpu_count()} CPUs ({cpu}); wrk -t{THREADS} -c{CONNECTIONS}, {DURATION} s per scenario "
+        f"after {WARMUP} s warm-up; relay, mock upstream and wrk share the machine",
+        "",
+        "| scenario | requests/s | p50 ms | p99 ms | relay peak RSS MB | relay CPU s / 1000 req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if starts:
+        lines += ["", f"cold start to first answered request: median {statistics.median(starts):.1f} ms, "
+                      f"max {max(starts):.1f} ms over {len(starts)} starts"]
+    if soak_result:
+        result, samples = soak_result
+        begin = samples[min(4, len(samples) - 1)][1]
+        end = samples[-1][1]
+        peak = max(rss for _, rss in samples)
+        lines += ["", f"soak: 10 observables, 0 ms, {SOAK} s, "
+                      f"{result['requests'] / (result['duration_us'] / 1e6):,.0f} requests/s; "
+                      f"RSS {begin:.1f} MB after 5 s, {end:.1f} MB at the end, peak {peak:.1f} MB"]
+
+    # The targets of BENCHMARKS.md.
+    checks = []
+
+    def check(name, ok, detail):
+        checks.append(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+
+    if "10 observables, 50 ms" in results:
+        r, _ = results["10 observables, 50 ms"]
+        check("10 observables @ 50 ms, p50 < 60 ms and p99 < 80 ms",
+              r["p50_us"] < 60_000 and r["p99_us"] < 80_000,
+              f"p50 {r['p50_us'] / 1000:.1f} ms, p99 {r['p99_us'] / 1000:.1f} ms")
+    if "mock upstream direct (ceiling)" in results and "1 observable, 0 ms" in results:
+        direct, _ = results["mock upstream direct (ceiling)"]
+        relayed, _ = results["1 observable, 0 ms"]
+        ratio = (relayed["requests"] / relayed["duration_us"]) / (direct["requests"] / direct["duration_us"])
+        check("1 observable @ 0 ms, at least 50% of the mock's direct throughput", ratio >= 0.5,
+              f"{ratio:.0%}")
+    rss = [s["peak_rss_mb"] for _, s in results.values() if s]
+    if rss:
+        check("relay RSS under 30 MB at 64 connections", max(rss) < 30, f"peak {max(rss):.1f} MB")
+    if soak_result:
+        _, samples = soak_result
+        begin, end = samples[min(4, len(samples) - 1)][1], samples[-1][1]
+        check(f"no RSS growth over the {SOAK} s soak", end - begin < max(1.0, begin * 0.05),
+              f"{begin:.1f} MB → {end:.1f} MB")
+    if starts:
+        check("cold start to first answered request under 100 ms", max(starts) < 100,
+              f"max {max(starts):.1f} ms")
+    errors = sum(r["socket_errors"] + r["non2xx"] for r, _ in results.values())
+    check("no failed requests", errors == 0, f"{errors}")
+
+    report = "\n".join(lines + [""] + checks) + "\n"
+    print(report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"{stamp}.md").write_text(report)
+    return 0 if all(c.startswith("PASS") for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The benchmark, in one command: builds the relay and the mock upstream with
+# --release, installs wrk from Debian when missing, and drives load on
+# 127.0.0.1. Prints a table (also written to bench/results/) and checks the
+# targets of BENCHMARKS.md.
+#
+#   bench/run.sh                      # every scenario, 10 s each, 60 s soak
+#   BENCH_DURATION=5 BENCH_SOAK=20 bench/run.sh
+#   bench/run.sh --only "10 observables, 50 ms"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null; then
+  echo "==> installing wrk"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+
+echo "==> building (release)"
+cargo build --release --locked --bin ctr-relay --example mock_upstream
+
+exec python3 bench/bench.py "$@"
