@@ -7,6 +7,7 @@
 #   bench/run.sh                      # every scenario, 10 s each, 60 s soak
 #   BENCH_DURATION=5 BENCH_SOAK=20 bench/run.sh
 #   bench/run.sh --only "10 observables, 50 ms"
+#   BENCH_RELAY_ENV="WORKERS=4 RUST_LOG=warn" bench/run.sh --only "10 observables, 50 ms"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

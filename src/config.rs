@@ -35,6 +35,10 @@ const VARIABLES: &[&str] = &[
     "MAX_UPSTREAM_RESPONSE_BYTES",
     "CYBERSCAN_ALLOW_PRIVATE_HOSTS",
     "SHUTDOWN_GRACE_SECONDS",
+    "WORKERS",
+    "RESULT_CACHE_TTL_SECONDS",
+    "RESULT_CACHE_MAX_ENTRIES",
+    "UPSTREAM_MAX_IN_FLIGHT",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +92,21 @@ pub struct UpstreamSettings {
     /// Whether a token may point CyberScan at loopback, private or link-local
     /// addresses (off: only public addresses are contacted).
     pub allow_private_hosts: bool,
+    /// The short-lived cache of upstream answers.
+    pub cache: ResultCacheSettings,
+    /// Most calls in flight to one provider at once, over all requests; more
+    /// wait (within the upstream timeout). Each costs one connection.
+    pub max_in_flight: usize,
+}
+
+/// Upstream answers kept per provider, credential and observable; off unless a
+/// TTL is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultCacheSettings {
+    /// How long an answer is reused; `None`: no cache.
+    pub ttl: Option<Duration>,
+    /// Most answers kept per provider.
+    pub max_entries: u64,
 }
 
 /// Where RS256 keys may come from, and how often they are fetched.
@@ -116,6 +135,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// How long requests in flight may run on after SIGTERM / SIGINT.
     pub shutdown_grace: Duration,
+    /// HTTP worker threads; `None`: one per CPU.
+    pub workers: Option<usize>,
 }
 
 impl Default for Settings {
@@ -137,6 +158,11 @@ impl Default for Settings {
                 timeout: Duration::from_secs(10),
                 max_response_bytes: 10 * 1024 * 1024,
                 allow_private_hosts: false,
+                cache: ResultCacheSettings {
+                    ttl: None,
+                    max_entries: 10_000,
+                },
+                max_in_flight: 1024,
             },
             limits: RequestLimits {
                 max_body_bytes: 1024 * 1024,
@@ -148,6 +174,7 @@ impl Default for Settings {
                 format: LogFormat::Json,
             },
             shutdown_grace: Duration::from_secs(30),
+            workers: None,
         }
     }
 }
@@ -182,6 +209,10 @@ struct RawSettings {
     max_upstream_response_bytes: Option<String>,
     cyberscan_allow_private_hosts: Option<String>,
     shutdown_grace_seconds: Option<String>,
+    workers: Option<String>,
+    result_cache_ttl_seconds: Option<String>,
+    result_cache_max_entries: Option<String>,
+    upstream_max_in_flight: Option<String>,
 }
 
 impl Settings {
@@ -262,6 +293,18 @@ impl Settings {
             Some(text) => parse_bool("CYBERSCAN_ALLOW_PRIVATE_HOSTS", &text)?,
             None => defaults.upstream.allow_private_hosts,
         };
+        let cache = ResultCacheSettings {
+            ttl: match present("RESULT_CACHE_TTL_SECONDS", raw.result_cache_ttl_seconds)? {
+                Some(text) if text == "0" => None,
+                Some(text) => Some(parse_seconds("RESULT_CACHE_TTL_SECONDS", &text)?),
+                None => defaults.upstream.cache.ttl,
+            },
+            max_entries: positive(
+                "RESULT_CACHE_MAX_ENTRIES",
+                raw.result_cache_max_entries,
+                10_000,
+            )? as u64,
+        };
         let limits = RequestLimits {
             max_body_bytes: positive(
                 "MAX_REQUEST_BYTES",
@@ -325,10 +368,20 @@ impl Settings {
                 timeout,
                 max_response_bytes,
                 allow_private_hosts,
+                cache,
+                max_in_flight: positive(
+                    "UPSTREAM_MAX_IN_FLIGHT",
+                    raw.upstream_max_in_flight,
+                    defaults.upstream.max_in_flight,
+                )?,
             },
             limits,
             log: LogSettings { filter, format },
             shutdown_grace,
+            workers: match present("WORKERS", raw.workers)? {
+                Some(text) => Some(positive("WORKERS", Some(text), 1)?),
+                None => None,
+            },
         })
     }
 }
@@ -450,6 +503,19 @@ mod tests {
         assert_eq!(settings.log.format, LogFormat::Json);
         assert!(!settings.upstream.allow_private_hosts);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(settings.workers, None);
+        assert_eq!(
+            settings.upstream.cache.ttl, None,
+            "the result cache is off by default"
+        );
+        assert_eq!(settings.upstream.cache.max_entries, 10_000);
+        assert_eq!(settings.upstream.max_in_flight, 1024);
+    }
+
+    #[test]
+    fn a_zero_ttl_keeps_the_result_cache_off() {
+        let settings = settings(&[("RESULT_CACHE_TTL_SECONDS", "0")]).unwrap();
+        assert_eq!(settings.upstream.cache.ttl, None);
     }
 
     #[test]
@@ -474,6 +540,10 @@ mod tests {
             ("MAX_UPSTREAM_RESPONSE_BYTES", "4096"),
             ("CYBERSCAN_ALLOW_PRIVATE_HOSTS", "true"),
             ("SHUTDOWN_GRACE_SECONDS", "5"),
+            ("WORKERS", "3"),
+            ("RESULT_CACHE_TTL_SECONDS", "30"),
+            ("RESULT_CACHE_MAX_ENTRIES", "500"),
+            ("UPSTREAM_MAX_IN_FLIGHT", "64"),
         ])
         .unwrap();
         assert_eq!(settings.port, 8080);
@@ -497,6 +567,15 @@ mod tests {
         assert_eq!(settings.upstream.max_response_bytes, 4096);
         assert!(settings.upstream.allow_private_hosts);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(settings.workers, Some(3));
+        assert_eq!(settings.upstream.max_in_flight, 64);
+        assert_eq!(
+            settings.upstream.cache,
+            ResultCacheSettings {
+                ttl: Some(Duration::from_secs(30)),
+                max_entries: 500
+            }
+        );
         assert_eq!(settings.log.filter, "debug");
         assert_eq!(settings.log.format, LogFormat::Text);
         assert_eq!(settings.limits.max_body_bytes, 2048);
@@ -554,6 +633,19 @@ mod tests {
         assert_eq!(
             error_variable(&[("SHUTDOWN_GRACE_SECONDS", "1.5")]),
             "SHUTDOWN_GRACE_SECONDS"
+        );
+        assert_eq!(error_variable(&[("WORKERS", "0")]), "WORKERS");
+        assert_eq!(
+            error_variable(&[("UPSTREAM_MAX_IN_FLIGHT", "none")]),
+            "UPSTREAM_MAX_IN_FLIGHT"
+        );
+        assert_eq!(
+            error_variable(&[("RESULT_CACHE_TTL_SECONDS", "-5")]),
+            "RESULT_CACHE_TTL_SECONDS"
+        );
+        assert_eq!(
+            error_variable(&[("RESULT_CACHE_MAX_ENTRIES", "0")]),
+            "RESULT_CACHE_MAX_ENTRIES"
         );
     }
 

@@ -24,6 +24,7 @@ pub struct Metrics {
     upstream_calls: IntCounterVec,
     upstream_duration: HistogramVec,
     jwks_fetches: IntCounterVec,
+    cache_lookups: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,7 +74,15 @@ impl Metrics {
             ),
             &["jwks_host", "outcome"],
         )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "cache_lookups_total",
+                "Result cache lookups, by provider and result (hit / miss)",
+            ),
+            &["provider", "result"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_calls.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -89,6 +98,7 @@ impl Metrics {
             upstream_calls,
             upstream_duration,
             jwks_fetches,
+            cache_lookups,
         })
     }
 
@@ -126,6 +136,14 @@ impl Metrics {
         let outcome = if succeeded { "ok" } else { "error" };
         self.jwks_fetches
             .with_label_values(&[jwks_host, outcome])
+            .inc();
+    }
+
+    /// One result-cache lookup.
+    pub fn cache_lookup(&self, provider: &str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_lookups
+            .with_label_values(&[provider, result])
             .inc();
     }
 

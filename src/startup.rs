@@ -78,7 +78,7 @@ impl Application {
             upstream::client(&settings.upstream)?,
             metrics,
         ));
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(telemetry::log_request))
                 .app_data(state.clone())
@@ -88,9 +88,11 @@ impl Application {
         // Signals are the caller's to handle (see `run_until`): actix would stop
         // abruptly on SIGINT, and tests must not react to the test runner's.
         .disable_signals()
-        .shutdown_timeout(settings.shutdown_grace.as_secs())
-        .listen(listener)?
-        .run();
+        .shutdown_timeout(settings.shutdown_grace.as_secs());
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
         Ok(Self { port, server })
     }
 

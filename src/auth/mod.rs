@@ -131,12 +131,13 @@ impl Authenticator {
     }
 
     /// The credentials of a request whose `Authorization` header is
-    /// `authorization`; `origin` (`scheme://host`) is the audience RS256 tokens
-    /// must name when `RELAY_AUDIENCE` is unset.
+    /// `authorization`; `origin` gives the request's `scheme://host`, the
+    /// audience RS256 tokens must name when `RELAY_AUDIENCE` is unset (asked
+    /// for only then).
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
-        origin: &str,
+        origin: impl FnOnce() -> String,
     ) -> Result<Credentials, AuthError> {
         let token = jwt::bearer_token(authorization)?;
         let header = jwt::unverified_header(token)?;
@@ -151,9 +152,13 @@ impl Authenticator {
             }
             "RS256" => {
                 let key = self.rs256_key(token, header.kid.as_deref()).await?;
+                let origin = match &self.audience {
+                    Some(_) => None,
+                    None => Some(origin()),
+                };
                 let checks = jwt::Checks {
                     algorithm: Algorithm::RS256,
-                    audience: Some(self.audience.as_deref().unwrap_or(origin)),
+                    audience: self.audience.as_deref().or(origin.as_deref()),
                 };
                 jwt::verify(token, &key, &checks)?
             }
@@ -200,11 +205,11 @@ impl FromRequest for Credentials {
                 Some(Ok(text)) => Some(text),
                 Some(Err(_)) => return Err(AuthError::WrongStructure.into()),
             };
-            let origin = {
+            let origin = || {
                 let connection = request.connection_info();
                 format!("{}://{}", connection.scheme(), connection.host())
             };
-            Ok(authenticator.authenticate(authorization, &origin).await?)
+            Ok(authenticator.authenticate(authorization, origin).await?)
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -26,7 +26,64 @@ pub struct Timestamp(pub DateTime<Utc>);
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true))
+        let mut buffer = [0u8; 20];
+        match self.write_compact(&mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.collect_str(self),
+        }
+    }
+}
+
+impl Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SSZ` into `buffer` without the formatting machinery,
+    /// for years 0–9999 (`None` otherwise).
+    fn write_compact<'b>(&self, buffer: &'b mut [u8; 20]) -> Option<&'b str> {
+        let time = self.0;
+        let year = u32::try_from(time.year())
+            .ok()
+            .filter(|year| *year <= 9999)?;
+        let mut put = |at: usize, value: u32, width: usize| {
+            let mut value = value;
+            for index in (at..at + width).rev() {
+                buffer[index] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, time.month(), 2);
+        put(8, time.day(), 2);
+        put(11, time.hour(), 2);
+        put(14, time.minute(), 2);
+        put(17, time.second(), 2);
+        buffer[4] = b'-';
+        buffer[7] = b'-';
+        buffer[10] = b'T';
+        buffer[13] = b':';
+        buffer[16] = b':';
+        buffer[19] = b'Z';
+        std::str::from_utf8(buffer).ok()
+    }
+}
+
+/// `2020-04-12T00:00:00Z`, written field by field: responses carry many
+/// timestamps, and a format-string parse per timestamp showed in profiles.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = self.0;
+        let year = time.year();
+        if (0..=9999).contains(&year) {
+            write!(
+                f,
+                "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                time.month(),
+                time.day(),
+                time.hour(),
+                time.minute(),
+                time.second()
+            )
+        } else {
+            f.write_str(&time.to_rfc3339_opts(SecondsFormat::Secs, true))
+        }
     }
 }
 
@@ -209,6 +266,25 @@ mod tests {
             serde_json::to_value(Timestamp(time)).unwrap(),
             json!("2020-04-12T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn timestamps_match_rfc3339_with_seconds() {
+        for (y, m, d, h, min, s) in [
+            (1970, 1, 1, 0, 0, 0),
+            (2026, 12, 31, 23, 59, 59),
+            (999, 3, 4, 5, 6, 7),
+        ] {
+            let time = Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap();
+            assert_eq!(
+                Timestamp(time).to_string(),
+                time.to_rfc3339_opts(SecondsFormat::Secs, true)
+            );
+            assert_eq!(
+                serde_json::to_value(Timestamp(time)).unwrap(),
+                json!(time.to_rfc3339_opts(SecondsFormat::Secs, true))
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod c1fapp;
+mod cache;
 pub mod cyberscan;
 mod limit;
 pub mod upstream;
@@ -157,6 +158,8 @@ pub enum Provider<'a> {
     },
 }
 
+// The provider futures are boxed: each arm's future differs a lot in size, and
+// an unboxed enum future would make every lookup as large as the largest.
 impl Provider<'_> {
     pub fn name(&self) -> ProviderName {
         match self {
@@ -181,11 +184,11 @@ impl Provider<'_> {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => client.observe(&credentials.key, observable, limit).await,
+            } => Box::pin(client.observe(&credentials.key, observable, limit)).await,
             Provider::CyberScan {
                 client,
                 credentials,
-            } => client.observe(credentials, observable, limit).await,
+            } => Box::pin(client.observe(credentials, observable, limit)).await,
         }
     }
 
@@ -198,7 +201,7 @@ impl Provider<'_> {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => client.deliberate(&credentials.key, observable, limit).await,
+            } => Box::pin(client.deliberate(&credentials.key, observable, limit)).await,
             // CyberScan reports vulnerabilities, not maliciousness: no verdicts.
             Provider::CyberScan { .. } => Ok(Verdicts::default()),
         }
@@ -211,7 +214,7 @@ impl Provider<'_> {
             Provider::CyberScan {
                 client,
                 credentials,
-            } => client.refer(credentials, observable).await,
+            } => Box::pin(client.refer(credentials, observable)).await,
         }
     }
 
@@ -220,11 +223,11 @@ impl Provider<'_> {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => client.health(&credentials.key).await,
+            } => Box::pin(client.health(&credentials.key)).await,
             Provider::CyberScan {
                 client,
                 credentials,
-            } => client.health(credentials).await,
+            } => Box::pin(client.health(credentials)).await,
         }
     }
 }

@@ -8,10 +8,15 @@ use reqwest::{Client, ClientBuilder, RequestBuilder, StatusCode};
 use url::Url;
 
 use super::{ProviderError, ProviderName};
+use tokio::sync::Semaphore;
+
 use crate::config::UpstreamSettings;
 use crate::metrics::Metrics;
 
 pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));
+
+/// A call with less time than this left is not started: it could not finish.
+const MIN_CALL_TIME: Duration = Duration::from_millis(10);
 
 /// Builds the pooled client for one upstream: rustls with the bundled
 /// webpki roots (no CA files needed at run time), a total timeout per call, and
@@ -96,6 +101,8 @@ impl UpstreamResponse {
 pub struct Endpoint<'a> {
     pub provider: ProviderName,
     pub metrics: &'a Metrics,
+    /// The provider's bound on calls in flight (`UPSTREAM_MAX_IN_FLIGHT`).
+    pub in_flight: &'a Semaphore,
     /// What is shown in a connection error ("validate the configured API endpoint").
     pub configured: &'a Url,
     /// A short name for logs: `search`, `token`, `vulnerabilities`, …
@@ -142,8 +149,23 @@ async fn exchange(
     request: RequestBuilder,
     settings: &UpstreamSettings,
 ) -> Result<UpstreamResponse, ProviderError> {
+    let started = Instant::now();
     let classify = |error: reqwest::Error| classify(endpoint, settings.timeout, error);
-    let mut response = request.send().await.map_err(classify)?;
+    // Waiting for a place counts against the timeout: the whole lookup, wait
+    // and call, is bounded by UPSTREAM_TIMEOUT_SECONDS.
+    let timeout = || ProviderError::Timeout {
+        provider: endpoint.provider,
+        after: settings.timeout,
+    };
+    let _permit = tokio::time::timeout(settings.timeout, endpoint.in_flight.acquire())
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|_| timeout())?;
+    let remaining = settings.timeout.saturating_sub(started.elapsed());
+    if remaining < MIN_CALL_TIME {
+        return Err(timeout());
+    }
+    let mut response = request.timeout(remaining).send().await.map_err(classify)?;
     let status = response.status();
     let limit = settings.max_response_bytes;
     let too_large = || ProviderError::TooLarge {

@@ -11,7 +11,7 @@ mod version;
 mod watchdog;
 
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, Route, mime};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, Route, mime};
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -77,14 +77,24 @@ struct Envelope<T> {
     errors: Vec<CtimError>,
 }
 
-/// Whether a response's data found anything.
+/// Whether a response's data found anything, and about how large its JSON is.
 pub trait Found {
     fn found_nothing(&self) -> bool;
+    fn size_hint(&self) -> usize;
 }
 
 impl Found for Entities {
     fn found_nothing(&self) -> bool {
         self.is_empty()
+    }
+
+    fn size_hint(&self) -> usize {
+        let docs = self.sightings.len()
+            + self.indicators.len()
+            + self.relationships.len()
+            + self.judgements.len()
+            + self.verdicts.len();
+        256 + 512 * docs
     }
 }
 
@@ -92,11 +102,19 @@ impl Found for Verdicts {
     fn found_nothing(&self) -> bool {
         self.is_empty()
     }
+
+    fn size_hint(&self) -> usize {
+        256 + 320 * self.verdicts.len()
+    }
 }
 
 impl Found for Vec<Reference> {
     fn found_nothing(&self) -> bool {
         self.is_empty()
+    }
+
+    fn size_hint(&self) -> usize {
+        256 + 320 * self.len()
     }
 }
 
@@ -107,10 +125,22 @@ fn respond<T: Serialize + Found>(outcome: Outcome<T>) -> HttpResponse {
         true => Some(outcome.data),
         false => None,
     };
-    HttpResponse::Ok().json(Envelope {
+    let envelope = Envelope {
         data,
         errors: outcome.errors,
-    })
+    };
+    // Sized up front: answers of many entities otherwise grow the buffer by
+    // doubling, copying it each time.
+    let mut body = Vec::with_capacity(envelope.data.as_ref().map_or(256, Found::size_hint));
+    match serde_json::to_writer(&mut body, &envelope) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(actix_web::http::header::ContentType::json())
+            .body(body),
+        Err(error) => {
+            tracing::error!(%error, "cannot serialize the answer");
+            RelayError::Internal("cannot serialize the answer").error_response()
+        }
+    }
 }
 
 /// Reads a JSON body of observables: checks the media type, bounds the size,

@@ -180,3 +180,38 @@ async fn both_providers_are_asked_at_the_same_time() {
         "C1fApp and CyberScan were asked together"
     );
 }
+
+#[tokio::test]
+async fn calls_in_flight_to_one_provider_are_bounded_across_requests() {
+    let upstream = CountingUpstream::start(3, Duration::from_millis(100)).await;
+    let port = upstream.port;
+    let app = spawn_app_with(move |settings| {
+        settings.upstream.c1fapp_api_url =
+            Url::parse(&format!("http://127.0.0.1:{port}/cifapp/api/")).unwrap();
+        settings.upstream.timeout = Duration::from_secs(10);
+        settings.upstream.max_in_flight = 2;
+    })
+    .await;
+    let body = ips(2);
+    let requests = (0..3).map(|_| app.post_json("/observe/observables", &body));
+    for response in futures_util::future::join_all(requests).await {
+        assert_eq!(response, json!({"data": {}}));
+    }
+    assert_eq!(upstream.most_in_flight(), 2);
+}
+
+#[tokio::test]
+async fn waiting_for_a_place_counts_against_the_timeout() {
+    let app = spawn_app_with(|settings| settings.upstream.max_in_flight = 1).await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .expect(1)
+        .mount(&app.c1fapp)
+        .await;
+    let response = app.post_json("/observe/observables", &ips(2)).await;
+    assert_eq!(
+        response,
+        crate::helpers::one_error("timeout", "C1fApp did not respond within 0.5 seconds"),
+        "one call timed out at the upstream, the other waiting for its place"
+    );
+}

@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod both;
 mod c1fapp;
+mod cache;
 mod concurrency;
 mod cyberscan;
 mod deliberate;

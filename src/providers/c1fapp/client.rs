@@ -7,7 +7,10 @@ use crate::config::UpstreamSettings;
 use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Verdicts};
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::metrics::Metrics;
+use crate::providers::cache::ResultCache;
 use crate::providers::upstream::{self, BuildError, Endpoint};
 use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
 use crate::secret::Secret;
@@ -30,6 +33,9 @@ pub struct C1fApp {
     http: reqwest::Client,
     settings: UpstreamSettings,
     metrics: Arc<Metrics>,
+    /// Answers by (API key, value), when the result cache is on.
+    cache: ResultCache<(Secret, String), Arc<Vec<u8>>>,
+    in_flight: Arc<Semaphore>,
 }
 
 #[derive(Serialize)]
@@ -45,6 +51,8 @@ impl C1fApp {
         Ok(Self {
             http: upstream::client(settings)?,
             settings: settings.clone(),
+            cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             metrics,
         })
     }
@@ -63,10 +71,11 @@ impl C1fApp {
         observable: &Observable,
         limit: EntitiesLimit,
     ) -> Result<Entities, ProviderError> {
-        let records = self.search(key, &observable.value, "search").await?;
+        let body = self.answer(key, &observable.value).await?;
+        let records = parse(&body)?;
         Ok(mapping::entities(
             observable,
-            records,
+            &records,
             limit,
             &mut RandomIds,
         ))
@@ -78,27 +87,47 @@ impl C1fApp {
         observable: &Observable,
         limit: EntitiesLimit,
     ) -> Result<Verdicts, ProviderError> {
-        let records = self.search(key, &observable.value, "search").await?;
+        let body = self.answer(key, &observable.value).await?;
+        let records = parse(&body)?;
         let mut verdicts = Verdicts::default();
         verdicts
             .verdicts
             .0
-            .extend(mapping::verdict(observable, records, limit));
+            .extend(mapping::verdict(observable, &records, limit));
         Ok(verdicts)
     }
 
-    /// One lookup of `test.com`: healthy when it does not fail.
-    pub async fn health(&self, key: &Secret) -> Result<(), ProviderError> {
-        self.search(key, HEALTH_PROBE, "health").await.map(drop)
+    /// C1fApp's answer for `value`, from the result cache when it is on (the
+    /// cache keeps only answers that parse). Records are parsed from it by the
+    /// caller, borrowing their text from the body.
+    async fn answer(&self, key: &Secret, value: &str) -> Result<Arc<Vec<u8>>, ProviderError> {
+        if !self.cache.enabled() {
+            return self.search(key, value, "search").await.map(Arc::new);
+        }
+        self.cache
+            .get_or_fetch((key.clone(), value.to_owned()), async {
+                let body = self.search(key, value, "search").await?;
+                parse(&body)?;
+                Ok(Arc::new(body))
+            })
+            .await
     }
 
-    /// The records C1fApp holds for `value`, newest first.
+    /// One lookup of `test.com` (never from the cache): healthy when it does
+    /// not fail and its answer parses.
+    pub async fn health(&self, key: &Secret) -> Result<(), ProviderError> {
+        let body = self.search(key, HEALTH_PROBE, "health").await?;
+        parse(&body).map(drop)
+    }
+
+    /// The body C1fApp answers for `value` (`[]` for its "nothing found"
+    /// texts), or the error its status means.
     async fn search(
         &self,
         key: &Secret,
         value: &str,
         operation: &'static str,
-    ) -> Result<Vec<Record>, ProviderError> {
+    ) -> Result<Vec<u8>, ProviderError> {
         let url = &self.settings.c1fapp_api_url;
         let request = self.http.post(url.clone()).json(&SearchRequest {
             key: key.expose(),
@@ -109,12 +138,13 @@ impl C1fApp {
         let endpoint = Endpoint {
             provider: PROVIDER,
             metrics: &self.metrics,
+            in_flight: &self.in_flight,
             configured: url,
             operation,
         };
         let response = upstream::send(endpoint, request, &self.settings).await?;
         if is_nothing_found(&response.body) {
-            return Ok(Vec::new());
+            return Ok(b"[]".to_vec());
         }
         if !response.status.is_success() {
             return Err(ProviderError::UnexpectedStatus {
@@ -123,11 +153,16 @@ impl C1fApp {
                 body: response.body_text(key.expose()),
             });
         }
-        mapping::parse_records(&response.body).map_err(|detail| ProviderError::Malformed {
-            provider: PROVIDER,
-            detail,
-        })
+        Ok(response.body)
     }
+}
+
+/// The records of an answer, newest first.
+fn parse(body: &[u8]) -> Result<Vec<Record<'_>>, ProviderError> {
+    mapping::parse_records(body).map_err(|detail| ProviderError::Malformed {
+        provider: PROVIDER,
+        detail,
+    })
 }
 
 fn is_nothing_found(body: &[u8]) -> bool {

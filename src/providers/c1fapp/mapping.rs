@@ -1,9 +1,13 @@
 //! C1fApp records → CTIM. Pure: the id source is passed in, nothing reads the clock.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{Days, NaiveDate, NaiveTime};
 use serde::Deserialize;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::ctim::{
@@ -18,38 +22,77 @@ const RELATION_ORIGIN: &str = "C1fApp Enrichment Module";
 const JUDGEMENT_PRIORITY: u8 = 85;
 const JUDGEMENT_DAYS: u64 = 30;
 
+/// A JSON string, borrowed from the body unless it holds escapes. (A bare
+/// `Cow<str>` inside a `Vec` would always be copied.)
+#[derive(Debug, Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The first element of a JSON list, the rest skipped without being kept.
+#[derive(Debug)]
+struct First<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FirstVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for FirstVisitor<T> {
+            type Value = First<T>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a list")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+
+        deserializer.deserialize_seq(FirstVisitor(PhantomData))
+    }
+}
+
 /// A record as C1fApp sends it: every field a list (only the ones the mapping
 /// needs are read; a missing one makes the whole answer malformed).
 #[derive(Debug, Deserialize)]
-struct RawRecord {
-    feed_label: Vec<String>,
-    domain: Vec<String>,
-    address: Vec<String>,
-    ip_address: Vec<String>,
-    confidence: Vec<Value>,
-    reportime: Vec<String>,
-    source: Vec<String>,
-    assessment: Vec<String>,
+struct RawRecord<'a> {
+    #[serde(borrow)]
+    feed_label: First<Text<'a>>,
+    #[serde(borrow)]
+    domain: Vec<Text<'a>>,
+    #[serde(borrow)]
+    address: First<Text<'a>>,
+    #[serde(borrow)]
+    ip_address: Vec<Text<'a>>,
+    confidence: First<Value>,
+    #[serde(borrow)]
+    reportime: First<Text<'a>>,
+    #[serde(borrow)]
+    source: First<Text<'a>>,
+    #[serde(borrow)]
+    assessment: Vec<Text<'a>>,
 }
 
-/// One feed listing, with the fields the mapping uses already interpreted.
+/// One feed listing, with the fields the mapping uses already interpreted;
+/// its text borrowed from the answer's body where it can be.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub feed_label: String,
-    pub domains: Vec<String>,
-    pub address: Option<String>,
-    pub ip_addresses: Vec<String>,
+pub struct Record<'a> {
+    pub feed_label: Cow<'a, str>,
+    pub domains: Vec<Cow<'a, str>>,
+    pub address: Option<Cow<'a, str>>,
+    pub ip_addresses: Vec<Cow<'a, str>>,
     pub confidence: Confidence,
     pub reported: NaiveDate,
     /// The longest comma-separated part of `source[0]`.
-    pub source_uri: Option<String>,
-    pub assessment: Vec<String>,
+    pub source_uri: Option<Cow<'a, str>>,
+    pub assessment: Vec<Cow<'a, str>>,
 }
 
 /// Parses a C1fApp answer into records sorted newest first (stable for equal
 /// dates). `Err` carries what was wrong, for the logs.
-pub fn parse_records(body: &[u8]) -> Result<Vec<Record>, String> {
-    let raw: Vec<RawRecord> =
+pub fn parse_records(body: &[u8]) -> Result<Vec<Record<'_>>, String> {
+    let raw: Vec<RawRecord<'_>> =
         serde_json::from_slice(body).map_err(|error| format!("not a list of records: {error}"))?;
     let mut records = raw
         .into_iter()
@@ -62,38 +105,56 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<Record>, String> {
     Ok(records)
 }
 
-impl TryFrom<RawRecord> for Record {
+impl<'a> TryFrom<RawRecord<'a>> for Record<'a> {
     type Error = String;
 
-    fn try_from(raw: RawRecord) -> Result<Self, String> {
-        let first = |list: &[String], field: &str| {
-            list.first()
-                .cloned()
+    fn try_from(raw: RawRecord<'a>) -> Result<Self, String> {
+        fn first<'a>(list: First<Text<'a>>, field: &str) -> Result<Cow<'a, str>, String> {
+            list.0
+                .map(|text| text.0)
                 .ok_or_else(|| format!("{field} is empty"))
-        };
-        let feed_label = first(&raw.feed_label, "feed_label")?;
-        let reportime = first(&raw.reportime, "reportime")?;
-        let reported = reportime
-            .get(..10)
-            .and_then(|date| NaiveDate::parse_from_str(date, "%Y-%m-%d").ok())
+        }
+        fn all(list: Vec<Text<'_>>) -> Vec<Cow<'_, str>> {
+            list.into_iter().map(|text| text.0).collect()
+        }
+        let reportime = first(raw.reportime, "reportime")?;
+        let reported = report_date(&reportime)
             .ok_or_else(|| format!("reportime {reportime:?} is not a date"))?;
-        let source = first(&raw.source, "source")?;
         let confidence = raw
             .confidence
-            .first()
+            .0
+            .as_ref()
             .map(map_confidence)
             .ok_or_else(|| "confidence is empty".to_owned())?;
         Ok(Self {
-            feed_label,
-            domains: raw.domain,
-            address: raw.address.into_iter().next(),
-            ip_addresses: raw.ip_address,
+            feed_label: first(raw.feed_label, "feed_label")?,
+            domains: all(raw.domain),
+            address: raw.address.0.map(|text| text.0),
+            ip_addresses: all(raw.ip_address),
             confidence,
             reported,
-            source_uri: longest_part(&source),
-            assessment: raw.assessment,
+            source_uri: longest_part(first(raw.source, "source")?),
+            assessment: all(raw.assessment),
         })
     }
+}
+
+/// The date at the start of a `reportime` (`2020-04-12`, possibly followed by a
+/// time). Parsed by hand: a format-string parse per record showed in profiles.
+fn report_date(reportime: &str) -> Option<NaiveDate> {
+    let date = reportime.get(..10)?.as_bytes();
+    let number = |digits: &[u8]| -> Option<u32> {
+        digits.iter().try_fold(0u32, |value, &digit| {
+            digit
+                .is_ascii_digit()
+                .then(|| value * 10 + u32::from(digit - b'0'))
+        })
+    };
+    if date[4] != b'-' || date[7] != b'-' {
+        return None;
+    }
+    let year = i32::try_from(number(&date[..4])?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(&date[5..7])?, number(&date[8..10])?)
 }
 
 /// 0–25 `Low`, 26–79 `Medium`, 80–100 `High`, anything else `Unknown`. The
@@ -114,15 +175,20 @@ fn map_confidence(value: &Value) -> Confidence {
     }
 }
 
-fn longest_part(source: &str) -> Option<String> {
-    source
-        .split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        // `max_by_key` keeps the last of equals; reverse to keep the first.
-        .rev()
-        .max_by_key(|part| part.len())
-        .map(str::to_owned)
+fn longest_part(source: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    fn longest(source: &str) -> Option<&str> {
+        source
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            // `max_by_key` keeps the last of equals; reverse to keep the first.
+            .rev()
+            .max_by_key(|part| part.len())
+    }
+    match source {
+        Cow::Borrowed(text) => longest(text).map(Cow::Borrowed),
+        Cow::Owned(text) => longest(&text).map(|part| Cow::Owned(part.to_owned())),
+    }
 }
 
 fn midnight(date: NaiveDate) -> Timestamp {
@@ -133,17 +199,17 @@ fn midnight(date: NaiveDate) -> Timestamp {
 /// verdict, for the newest `limit` records of one observable.
 pub fn entities(
     observable: &Observable,
-    mut records: Vec<Record>,
+    records: &[Record],
     limit: EntitiesLimit,
     ids: &mut impl IdSource,
 ) -> Entities {
-    records.truncate(limit.get());
+    let records = newest(records, limit);
     let mut entities = Entities::default();
     let mut indicator_of_feed: HashMap<&str, TransientId> = HashMap::new();
 
-    for record in &records {
+    for record in records {
         let sighting = sighting(observable, record, ids);
-        let indicator_id = match indicator_of_feed.get(record.feed_label.as_str()) {
+        let indicator_id = match indicator_of_feed.get(record.feed_label.as_ref()) {
             Some(id) => id.clone(),
             None => {
                 let indicator = indicator(record, ids);
@@ -163,7 +229,7 @@ pub fn entities(
         entities.sightings.0.push(sighting);
     }
 
-    if let Some(assessment) = assess(&records) {
+    if let Some(assessment) = assess(records) {
         let judgement = Judgement {
             id: TransientId::new("judgement", ids),
             schema_version: SchemaVersion,
@@ -192,16 +258,20 @@ pub fn entities(
 /// returned next to it.
 pub fn verdict(
     observable: &Observable,
-    mut records: Vec<Record>,
+    records: &[Record],
     limit: EntitiesLimit,
 ) -> Option<Verdict> {
-    records.truncate(limit.get());
-    assess(&records).map(|assessment| Verdict {
+    assess(newest(records, limit)).map(|assessment| Verdict {
         disposition: assessment.disposition,
         observable: observable.clone(),
         judgement_id: None,
         valid_time: assessment.valid_time,
     })
+}
+
+/// The first `limit` of records sorted newest first.
+fn newest<'r, 'a>(records: &'r [Record<'a>], limit: EntitiesLimit) -> &'r [Record<'a>] {
+    &records[..records.len().min(limit.get())]
 }
 
 /// What a set of listings says about the observable.
@@ -229,7 +299,7 @@ fn assess(records: &[Record]) -> Option<Assessment> {
         Disposition::Suspicious
     };
     let reason = match best.assessment.is_empty() {
-        true => best.feed_label.clone(),
+        true => best.feed_label.to_string(),
         false => format!("{}: {}", best.feed_label, best.assessment.join(", ")),
     };
     let start = midnight(newest.reported);
@@ -242,7 +312,7 @@ fn assess(records: &[Record]) -> Option<Assessment> {
         disposition,
         confidence: best.confidence,
         reason,
-        source_uri: best.source_uri.clone(),
+        source_uri: best.source_uri.as_deref().map(str::to_owned),
         valid_time: ValidTime {
             start_time: Some(start),
             end_time: Some(end),
@@ -256,7 +326,7 @@ fn sighting(observable: &Observable, record: &Record, ids: &mut impl IdSource) -
         id: TransientId::new("sighting", ids),
         schema_version: SchemaVersion,
         source: SOURCE,
-        source_uri: record.source_uri.clone(),
+        source_uri: record.source_uri.as_deref().map(str::to_owned),
         confidence: record.confidence,
         count: 1,
         internal: None,
@@ -279,8 +349,12 @@ fn indicator(record: &Record, ids: &mut impl IdSource) -> Indicator {
         schema_version: SchemaVersion,
         producer: SOURCE,
         title: format!("Feed: {}", record.feed_label),
-        short_description: record.feed_label.clone(),
-        tags: record.assessment.clone(),
+        short_description: record.feed_label.to_string(),
+        tags: record
+            .assessment
+            .iter()
+            .map(|tag| tag.to_string())
+            .collect(),
         confidence: record.confidence,
         tlp: Tlp::White,
         valid_time: ValidTime::default(),
@@ -288,15 +362,14 @@ fn indicator(record: &Record, ids: &mut impl IdSource) -> Indicator {
 }
 
 /// The observable relations a record shows, by the observable's type.
-fn relations(observable: &Observable, record: &Record) -> Vec<ObservedRelation> {
+fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<ObservedRelation> {
     let mut relations = Relations::default();
     let value = observable.value.as_str();
-    let non_empty = |items: &'_ [String]| -> Vec<String> {
+    let non_empty = |items: &'a [Cow<'_, str>]| {
         items
             .iter()
+            .map(|item| item.as_ref())
             .filter(|item| !item.is_empty())
-            .cloned()
-            .collect()
     };
     let web_address = record
         .address
@@ -306,7 +379,7 @@ fn relations(observable: &Observable, record: &Record) -> Vec<ObservedRelation> 
     match observable.kind {
         ObservableType::Domain => {
             if let Some(address) = web_address {
-                if record.domains.first().map(String::as_str) == Some(value) {
+                if record.domains.first().map(|domain| domain.as_ref()) == Some(value) {
                     relations.add(
                         RelationType::Contains,
                         Observable::new(ObservableType::Url, address),
@@ -343,7 +416,7 @@ fn relations(observable: &Observable, record: &Record) -> Vec<ObservedRelation> 
                     );
                 }
                 for domain in non_empty(&record.domains) {
-                    if value.contains(domain.as_str()) {
+                    if value.contains(domain) {
                         relations.add(
                             RelationType::Contains,
                             observable.clone(),
@@ -403,8 +476,11 @@ mod tests {
         record
     }
 
-    fn parse(records: &[Value]) -> Vec<Record> {
-        parse_records(serde_json::to_vec(records).unwrap().as_slice()).unwrap()
+    fn parse(records: &[Value]) -> Vec<Record<'static>> {
+        // Records borrow from their body; a test's body may live forever.
+        let body: &'static [u8] =
+            Box::leak(serde_json::to_vec(records).unwrap().into_boxed_slice());
+        parse_records(body).unwrap()
     }
 
     fn limit(n: usize) -> EntitiesLimit {
@@ -418,7 +494,7 @@ mod tests {
     fn map(observable: &Observable, records: &[Value]) -> Value {
         let entities = entities(
             observable,
-            parse(records),
+            &parse(records),
             EntitiesLimit::DEFAULT,
             &mut SequentialIds::default(),
         );
@@ -647,7 +723,7 @@ mod tests {
         ];
         let entities = entities(
             &domain(),
-            parse(&records),
+            &parse(&records),
             limit(2),
             &mut SequentialIds::default(),
         );
@@ -686,7 +762,7 @@ mod tests {
         ];
         let entities = entities(
             &domain(),
-            parse(&records),
+            &parse(&records),
             EntitiesLimit::DEFAULT,
             &mut SequentialIds::default(),
         );
@@ -734,7 +810,7 @@ mod tests {
         ];
         let entities = entities(
             &domain(),
-            parse(&records),
+            &parse(&records),
             EntitiesLimit::DEFAULT,
             &mut SequentialIds::default(),
         );
@@ -760,7 +836,7 @@ mod tests {
                 json!({"reportime": ["2020-02-01"], "confidence": [99], "feed_label": ["Strong"], "assessment": ["malware", "botnet"]}),
             ),
         ];
-        let verdict = verdict(&domain(), parse(&records), EntitiesLimit::DEFAULT).unwrap();
+        let verdict = verdict(&domain(), &parse(&records), EntitiesLimit::DEFAULT).unwrap();
         assert_eq!(verdict.disposition, Disposition::Malicious);
         assert_eq!(verdict.judgement_id, None);
         assert_eq!(
@@ -769,7 +845,7 @@ mod tests {
         );
         let entities = entities(
             &domain(),
-            parse(&records),
+            &parse(&records),
             EntitiesLimit::DEFAULT,
             &mut SequentialIds::default(),
         );
@@ -780,23 +856,66 @@ mod tests {
     fn no_records_means_no_entities_at_all() {
         let entities = entities(
             &domain(),
-            Vec::new(),
+            &[],
             EntitiesLimit::DEFAULT,
             &mut SequentialIds::default(),
         );
         assert!(entities.is_empty());
-        assert!(verdict(&domain(), Vec::new(), EntitiesLimit::DEFAULT).is_none());
+        assert!(verdict(&domain(), &[], EntitiesLimit::DEFAULT).is_none());
+    }
+
+    #[test]
+    fn report_dates_are_read_from_the_start_of_reportime() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        assert_eq!(report_date("2020-04-12"), date(2020, 4, 12));
+        assert_eq!(report_date("2020-04-12 10:11:12"), date(2020, 4, 12));
+        assert_eq!(report_date("2020-04-12T10:11:12Z"), date(2020, 4, 12));
+        for bad in [
+            "2020-4-12",
+            "2020/04/12",
+            "2020-13-01",
+            "2020-02-30",
+            "20-04-12xx",
+            "",
+            "yesterday",
+            "2020-04-1",
+        ] {
+            assert_eq!(report_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unescaped_text_is_borrowed_from_the_body() {
+        let body = serde_json::to_vec(&[record(json!({}))]).unwrap();
+        let records = parse_records(&body).unwrap();
+        assert!(matches!(records[0].feed_label, Cow::Borrowed(_)));
+        assert!(matches!(records[0].domains[0], Cow::Borrowed(_)));
+        assert!(matches!(records[0].source_uri, Some(Cow::Borrowed(_))));
+        assert_eq!(
+            longest_part(Cow::Owned("a,bbb".to_owned())).as_deref(),
+            Some("bbb")
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_read_too() {
+        let body =
+            serde_json::to_vec(&[record(json!({"feed_label": ["Feed \"quoted\" é"]}))]).unwrap();
+        assert_eq!(
+            parse_records(&body).unwrap()[0].feed_label,
+            "Feed \"quoted\" é"
+        );
     }
 
     #[test]
     fn source_uri_is_the_longest_comma_separated_part() {
-        assert_eq!(longest_part("a,bbb,cc").as_deref(), Some("bbb"));
+        assert_eq!(longest_part("a,bbb,cc".into()).as_deref(), Some("bbb"));
         assert_eq!(
-            longest_part("aa, bb").as_deref(),
+            longest_part("aa, bb".into()).as_deref(),
             Some("aa"),
             "the first of equals"
         );
-        assert_eq!(longest_part(""), None);
+        assert_eq!(longest_part("".into()), None);
     }
 
     #[test]

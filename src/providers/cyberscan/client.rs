@@ -10,6 +10,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use url::Url;
 
 use super::mapping;
@@ -18,6 +19,7 @@ use crate::config::UpstreamSettings;
 use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Reference};
 use crate::metrics::Metrics;
 use crate::providers::address::{PublicOnlyResolver, is_public};
+use crate::providers::cache::ResultCache;
 use crate::providers::upstream::{self, Endpoint, UpstreamResponse};
 use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
 use crate::secret::Secret;
@@ -38,6 +40,9 @@ pub struct CyberScan {
     settings: UpstreamSettings,
     tokens: Cache<TokenKey, Secret>,
     metrics: Arc<Metrics>,
+    /// GET bodies by (URL, API key), when the result cache is on.
+    cache: ResultCache<(Url, Secret), Arc<Vec<u8>>>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for CyberScan {
@@ -76,6 +81,8 @@ impl CyberScan {
                 .max_capacity(TOKEN_CACHE_CAPACITY)
                 .time_to_idle(TOKEN_IDLE_TIME)
                 .build(),
+            cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             metrics,
         })
     }
@@ -152,24 +159,39 @@ impl CyberScan {
         }
     }
 
-    /// A GET with the cached token; when the service rejects the token (401 or
-    /// 403), one new token and one more try.
+    /// The body of a GET, from the result cache when it holds it.
     async fn get(
         &self,
         credentials: &CyberScanCredentials,
         segments: &[&str],
         operation: &'static str,
-    ) -> Result<Vec<u8>, ProviderError> {
+    ) -> Result<Arc<Vec<u8>>, ProviderError> {
         let url = endpoint_url(&credentials.api, segments);
+        let key = (url.clone(), credentials.api_key.clone());
+        self.cache
+            .get_or_fetch(key, async {
+                self.fetch(credentials, &url, operation).await.map(Arc::new)
+            })
+            .await
+    }
+
+    /// A GET with the cached token; when the service rejects the token (401 or
+    /// 403), one new token and one more try.
+    async fn fetch(
+        &self,
+        credentials: &CyberScanCredentials,
+        url: &Url,
+        operation: &'static str,
+    ) -> Result<Vec<u8>, ProviderError> {
         let token = self.token(credentials).await?;
-        let mut response = self.send_get(credentials, &url, &token, operation).await?;
+        let mut response = self.send_get(credentials, url, &token, operation).await?;
         if matches!(
             response.status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
             self.forget(credentials, &token).await;
             let token = self.token(credentials).await?;
-            response = self.send_get(credentials, &url, &token, operation).await?;
+            response = self.send_get(credentials, url, &token, operation).await?;
         }
         self.check(credentials, response)
     }
@@ -197,10 +219,13 @@ impl CyberScan {
     /// The cached token for these credentials, or a new one. Concurrent
     /// requests for the same credentials share one token call.
     async fn token(&self, credentials: &CyberScanCredentials) -> Result<Secret, ProviderError> {
-        self.tokens
-            .try_get_with(token_key(credentials), self.authenticate(credentials))
-            .await
-            .map_err(|error| (*error).clone())
+        // Boxed: the cache's future is large and is rarely more than a lookup.
+        Box::pin(
+            self.tokens
+                .try_get_with(token_key(credentials), self.authenticate(credentials)),
+        )
+        .await
+        .map_err(|error| (*error).clone())
     }
 
     /// Drops `rejected` from the cache, unless another request already
@@ -290,6 +315,7 @@ impl CyberScan {
         Endpoint {
             provider: PROVIDER,
             metrics: &self.metrics,
+            in_flight: &self.in_flight,
             configured: &credentials.api,
             operation,
         }
