@@ -25,6 +25,8 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     jwks_fetches: IntCounterVec,
     cache_lookups: IntCounterVec,
+    upstream_retries: IntCounterVec,
+    upstream_skipped: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,7 +83,24 @@ impl Metrics {
             ),
             &["provider", "result"],
         )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "upstream_retries_total",
+                "Idempotent upstream calls tried a second time, by provider and operation",
+            ),
+            &["provider", "operation"],
+        )?;
+        let upstream_skipped = IntCounterVec::new(
+            Opts::new(
+                "upstream_skipped_total",
+                "Upstream calls not sent, by provider and reason \
+                 (rate_limited: the credential waits for the provider's Retry-After)",
+            ),
+            &["provider", "reason"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        registry.register(Box::new(upstream_skipped.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_calls.clone()))?;
@@ -99,6 +118,8 @@ impl Metrics {
             upstream_duration,
             jwks_fetches,
             cache_lookups,
+            upstream_retries,
+            upstream_skipped,
         })
     }
 
@@ -129,6 +150,20 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[provider, operation])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// An idempotent call about to be tried again.
+    pub fn upstream_retry(&self, provider: &str, operation: &str) {
+        self.upstream_retries
+            .with_label_values(&[provider, operation])
+            .inc();
+    }
+
+    /// A call not sent, and why (a fixed label).
+    pub fn upstream_skipped(&self, provider: &str, reason: &'static str) {
+        self.upstream_skipped
+            .with_label_values(&[provider, reason])
+            .inc();
     }
 
     /// One key set fetch; `jwks_host` is always an allowlisted host.

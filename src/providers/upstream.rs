@@ -1,15 +1,19 @@
 //! What both providers share about talking HTTP to an upstream: one pooled
 //! client each, a bounded body read, and one classification of failures.
 
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, ClientBuilder, RequestBuilder, StatusCode};
+use chrono::{DateTime, Utc};
+use moka::future::Cache;
+use rand::Rng;
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Client, ClientBuilder, Method, Request, RequestBuilder, StatusCode};
+use tokio::sync::Semaphore;
 use url::Url;
 
 use super::{ProviderError, ProviderName};
-use tokio::sync::Semaphore;
-
 use crate::config::UpstreamSettings;
 use crate::metrics::Metrics;
 
@@ -17,6 +21,20 @@ pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));
 
 /// A call with less time than this left is not started: it could not finish.
 const MIN_CALL_TIME: Duration = Duration::from_millis(10);
+
+/// The pause before the one retry of an idempotent call: uniformly random in
+/// this range (in milliseconds), so many failed calls do not retry in step.
+const RETRY_BACKOFF_MS: std::ops::RangeInclusive<u64> = 50..=150;
+
+/// After an HTTP 429, calls with the same credential wait this long when the
+/// answer has no usable `Retry-After`, and never longer than the cap, whatever
+/// it says.
+const RATE_LIMIT_DEFAULT: Duration = Duration::from_secs(2);
+const RATE_LIMIT_CAP: Duration = Duration::from_secs(300);
+/// Credentials remembered as rate limited, per provider.
+const RATE_LIMITED_CAPACITY: u64 = 10_000;
+/// How much of a 429 answer is kept to repeat while the credential waits.
+const RATE_LIMITED_BODY_BYTES: usize = 4096;
 
 /// Builds the pooled client for one upstream: rustls with the bundled
 /// webpki roots (no CA files needed at run time), a total timeout per call, and
@@ -74,6 +92,8 @@ fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
 pub struct UpstreamResponse {
     pub status: StatusCode,
     pub body: Vec<u8>,
+    /// The `Retry-After` header, when present and readable.
+    pub retry_after: Option<String>,
 }
 
 impl UpstreamResponse {
@@ -96,13 +116,52 @@ impl UpstreamResponse {
     }
 }
 
+/// What every call to one provider passes through: the bound on calls in
+/// flight (`UPSTREAM_MAX_IN_FLIGHT`) and the memory of credentials the
+/// provider has rate limited (HTTP 429), so they are not sent again before
+/// its `Retry-After`.
+#[derive(Debug)]
+pub struct Gate {
+    in_flight: Semaphore,
+    rate_limited: Cache<u64, Arc<RateLimited>>,
+    hasher: RandomState,
+}
+
+#[derive(Debug)]
+struct RateLimited {
+    until: Instant,
+    /// The 429 answer (its body cut short), repeated until then.
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+impl Gate {
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        Self {
+            in_flight: Semaphore::new(settings.max_in_flight),
+            rate_limited: Cache::builder()
+                .max_capacity(RATE_LIMITED_CAPACITY)
+                .time_to_live(RATE_LIMIT_CAP)
+                .build(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The key under which a credential is remembered: a keyed hash, so the
+    /// gate never holds the credential itself.
+    pub fn credential(&self, credential: impl Hash) -> u64 {
+        self.hasher.hash_one(credential)
+    }
+}
+
 /// One upstream endpoint of one provider, for error messages, logs and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint<'a> {
     pub provider: ProviderName,
     pub metrics: &'a Metrics,
-    /// The provider's bound on calls in flight (`UPSTREAM_MAX_IN_FLIGHT`).
-    pub in_flight: &'a Semaphore,
+    pub gate: &'a Gate,
+    /// [`Gate::credential`] of the credential the call is made with.
+    pub credential: u64,
     /// What is shown in a connection error ("validate the configured API endpoint").
     pub configured: &'a Url,
     /// A short name for logs: `search`, `token`, `vulnerabilities`, …
@@ -110,13 +169,164 @@ pub struct Endpoint<'a> {
 }
 
 /// Sends `request` and reads the body, at most `settings.max_response_bytes`.
+///
+/// The whole exchange — waiting for a place among the calls in flight, the
+/// call, and for a GET its one retry — is bounded by `settings.timeout`. A GET
+/// (idempotent) that fails to connect, is cut off, or gets 502, 503 or 504 is
+/// tried once more after a short random pause, when time is left. A 429 is
+/// returned as it is and remembered: until its `Retry-After` (default
+/// [`RATE_LIMIT_DEFAULT`], at most [`RATE_LIMIT_CAP`]) calls with the same
+/// credential are answered with that 429 without being sent.
 pub async fn send(
     endpoint: Endpoint<'_>,
     request: RequestBuilder,
     settings: &UpstreamSettings,
 ) -> Result<UpstreamResponse, ProviderError> {
     let started = Instant::now();
-    let result = exchange(endpoint, request, settings).await;
+    let timeout = || ProviderError::Timeout {
+        provider: endpoint.provider,
+        after: settings.timeout,
+    };
+    if let Some(limited) = endpoint.gate.rate_limited.get(&endpoint.credential).await {
+        if limited.until > Instant::now() {
+            tracing::info!(
+                provider = %endpoint.provider,
+                operation = endpoint.operation,
+                retry_in_ms = limited.until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                "upstream call not sent: rate limited"
+            );
+            endpoint
+                .metrics
+                .upstream_skipped(endpoint.provider.as_str(), "rate_limited");
+            return Ok(UpstreamResponse {
+                status: limited.status,
+                body: limited.body.clone(),
+                retry_after: None,
+            });
+        }
+    }
+    let (client, request) = request.build_split();
+    let request = request.map_err(|error| classify(endpoint, settings.timeout, error))?;
+    let idempotent = request.method() == Method::GET;
+
+    // Waiting for a place counts against the timeout.
+    let _permit = tokio::time::timeout(settings.timeout, endpoint.gate.in_flight.acquire())
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|_| timeout())?;
+
+    let retry = if idempotent {
+        request.try_clone()
+    } else {
+        None
+    };
+    let remaining = settings.timeout.saturating_sub(started.elapsed());
+    if remaining < MIN_CALL_TIME {
+        return Err(timeout());
+    }
+    let first = attempt(endpoint, &client, request, remaining, settings).await;
+    let result = match retry {
+        Some(again) if worth_retrying(&first) => {
+            let pause = Duration::from_millis(rand::rng().random_range(RETRY_BACKOFF_MS));
+            let remaining = settings
+                .timeout
+                .saturating_sub(started.elapsed())
+                .saturating_sub(pause);
+            if remaining < MIN_CALL_TIME {
+                first
+            } else {
+                tracing::info!(
+                    provider = %endpoint.provider,
+                    operation = endpoint.operation,
+                    pause_ms = pause.as_millis() as u64,
+                    "upstream call retried"
+                );
+                endpoint
+                    .metrics
+                    .upstream_retry(endpoint.provider.as_str(), endpoint.operation);
+                tokio::time::sleep(pause).await;
+                attempt(endpoint, &client, again, remaining, settings).await
+            }
+        }
+        _ => first,
+    };
+    if let Ok(response) = &result {
+        if response.status == StatusCode::TOO_MANY_REQUESTS {
+            remember_rate_limit(endpoint, response).await;
+        }
+    }
+    result
+}
+
+/// Connection failures and the gateway statuses that say "try again".
+fn worth_retrying(result: &Result<UpstreamResponse, ProviderError>) -> bool {
+    match result {
+        Ok(response) => matches!(
+            response.status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ),
+        Err(error) => matches!(
+            error,
+            ProviderError::Connect { .. } | ProviderError::Interrupted { .. }
+        ),
+    }
+}
+
+async fn remember_rate_limit(endpoint: Endpoint<'_>, response: &UpstreamResponse) {
+    let wait = response
+        .retry_after
+        .as_deref()
+        .and_then(|value| retry_after(value, Utc::now()))
+        .unwrap_or(RATE_LIMIT_DEFAULT)
+        .min(RATE_LIMIT_CAP);
+    tracing::warn!(
+        provider = %endpoint.provider,
+        operation = endpoint.operation,
+        wait_ms = wait.as_millis() as u64,
+        "rate limited by the upstream; calls with this credential wait"
+    );
+    let body = response.body[..response.body.len().min(RATE_LIMITED_BODY_BYTES)].to_vec();
+    endpoint
+        .gate
+        .rate_limited
+        .insert(
+            endpoint.credential,
+            Arc::new(RateLimited {
+                until: Instant::now() + wait,
+                status: response.status,
+                body,
+            }),
+        )
+        .await;
+}
+
+/// A `Retry-After` value: delay seconds, or an HTTP date (RFC 9110 §10.2.3).
+/// A date in the past is no wait; anything unreadable is `None`.
+fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (date.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// One call: send, then read the body, at most `settings.max_response_bytes`.
+/// Logged and counted on its own, so a retried call shows as two.
+async fn attempt(
+    endpoint: Endpoint<'_>,
+    client: &Client,
+    mut request: Request,
+    timeout: Duration,
+    settings: &UpstreamSettings,
+) -> Result<UpstreamResponse, ProviderError> {
+    let started = Instant::now();
+    *request.timeout_mut() = Some(timeout);
+    let result = exchange(endpoint, client, request, settings).await;
     let elapsed = started.elapsed();
     endpoint.metrics.upstream_call(
         endpoint.provider.as_str(),
@@ -146,27 +356,18 @@ pub async fn send(
 
 async fn exchange(
     endpoint: Endpoint<'_>,
-    request: RequestBuilder,
+    client: &Client,
+    request: Request,
     settings: &UpstreamSettings,
 ) -> Result<UpstreamResponse, ProviderError> {
-    let started = Instant::now();
     let classify = |error: reqwest::Error| classify(endpoint, settings.timeout, error);
-    // Waiting for a place counts against the timeout: the whole lookup, wait
-    // and call, is bounded by UPSTREAM_TIMEOUT_SECONDS.
-    let timeout = || ProviderError::Timeout {
-        provider: endpoint.provider,
-        after: settings.timeout,
-    };
-    let _permit = tokio::time::timeout(settings.timeout, endpoint.in_flight.acquire())
-        .await
-        .map_err(|_| timeout())?
-        .map_err(|_| timeout())?;
-    let remaining = settings.timeout.saturating_sub(started.elapsed());
-    if remaining < MIN_CALL_TIME {
-        return Err(timeout());
-    }
-    let mut response = request.timeout(remaining).send().await.map_err(classify)?;
+    let mut response = client.execute(request).await.map_err(classify)?;
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let limit = settings.max_response_bytes;
     let too_large = || ProviderError::TooLarge {
         provider: endpoint.provider,
@@ -185,7 +386,11 @@ async fn exchange(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(UpstreamResponse { status, body })
+    Ok(UpstreamResponse {
+        status,
+        body,
+        retry_after,
+    })
 }
 
 fn classify(endpoint: Endpoint<'_>, timeout: Duration, error: reqwest::Error) -> ProviderError {
@@ -234,6 +439,7 @@ mod tests {
         UpstreamResponse {
             status: StatusCode::BAD_REQUEST,
             body: body.as_bytes().to_vec(),
+            retry_after: None,
         }
     }
 
@@ -252,6 +458,72 @@ mod tests {
             response("Invalid API key: abc123").body_text("abc123"),
             "Invalid API key: ***"
         );
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(retry_after("30", now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Mon, 23 Nov 2026 12:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past is no wait"
+        );
+        for unreadable in ["", "soon", "-5", "1.5", "99999999999999999999999"] {
+            assert_eq!(retry_after(unreadable, now), None, "{unreadable:?}");
+        }
+    }
+
+    fn answer(status: StatusCode) -> Result<UpstreamResponse, ProviderError> {
+        Ok(UpstreamResponse {
+            status,
+            body: Vec::new(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn only_connection_failures_and_gateway_statuses_are_retried() {
+        let provider = ProviderName::CyberScan;
+        for status in [502, 503, 504] {
+            assert!(worth_retrying(&answer(
+                StatusCode::from_u16(status).unwrap()
+            )));
+        }
+        for status in [200, 400, 401, 403, 404, 429, 500] {
+            assert!(
+                !worth_retrying(&answer(StatusCode::from_u16(status).unwrap())),
+                "{status}"
+            );
+        }
+        let url = Url::parse("https://cyberscan.example/api/v1").unwrap();
+        assert!(worth_retrying(&Err(ProviderError::Connect {
+            provider,
+            url
+        })));
+        assert!(worth_retrying(&Err(ProviderError::Interrupted {
+            provider
+        })));
+        for error in [
+            ProviderError::Timeout {
+                provider,
+                after: Duration::from_secs(1),
+            },
+            ProviderError::TooLarge { provider, limit: 1 },
+            ProviderError::Tls {
+                provider,
+                reason: "bad".to_owned(),
+            },
+        ] {
+            assert!(!worth_retrying(&Err(error)));
+        }
     }
 
     #[test]

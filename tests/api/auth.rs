@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    C1FAPP_KEY, SECRET_KEY, c1fapp_never_called, hs256_token, json_body, observable, one_error,
-    raw_token, spawn_app, spawn_app_with,
+    C1FAPP_KEY, SECRET_KEY, c1fapp_finds, c1fapp_never_called, hs256_token, json_body, observable,
+    one_error, raw_token, spawn_app, spawn_app_with,
 };
 
 const PROTECTED: [&str; 4] = [
@@ -175,6 +175,64 @@ async fn an_oversized_authorization_header_is_refused() {
         "Authorization header is too large",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_100_kib_token_is_refused_unread_and_the_relay_carries_on() {
+    // A validly signed token of about 100 KiB (the payload is base64).
+    let padding = "x".repeat(75 * 1024);
+    let token = hs256_token(&json!({"key": C1FAPP_KEY, "padding": padding}), SECRET_KEY);
+    assert!(
+        (100 * 1024..110 * 1024).contains(&token.len()),
+        "{}",
+        token.len()
+    );
+    assert_refused(
+        Some(format!("Bearer {token}")),
+        "Authorization header is too large",
+    )
+    .await;
+
+    // Many at once, then a normal request on the same relay.
+    let app = spawn_app().await;
+    c1fapp_finds(&app, "192.0.2.10", json!([]), 1).await;
+    let oversized = format!("Bearer {token}");
+    let refusals = (0..32).map(|_| {
+        app.http
+            .post(app.url("/observe/observables"))
+            .header("Authorization", &oversized)
+            .json(&body())
+            .send()
+    });
+    for response in futures_util::future::join_all(refusals).await {
+        assert_eq!(
+            json_body(response.unwrap()).await,
+            one_error(
+                "authorization error",
+                "Authorization failed: Authorization header is too large"
+            )
+        );
+    }
+    let response = app.post_json("/observe/observables", &body()).await;
+    assert_eq!(response, json!({"data": {}}));
+}
+
+#[tokio::test]
+async fn a_request_head_over_128_kib_is_refused_by_the_http_layer() {
+    let app = spawn_app().await;
+    c1fapp_finds(&app, "192.0.2.10", json!([]), 1).await;
+    let huge = format!("Bearer {}", "a".repeat(200 * 1024));
+    let response = app
+        .http
+        .post(app.url("/observe/observables"))
+        .header("Authorization", &huge)
+        .json(&body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let response = app.post_json("/observe/observables", &body()).await;
+    assert_eq!(response, json!({"data": {}}));
 }
 
 #[tokio::test]

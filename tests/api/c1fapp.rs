@@ -28,7 +28,9 @@ async fn each_unexpected_status_gets_its_code_and_the_body_text() {
         (404, "not found"),
         (429, "too many requests"),
         (500, "unknown"),
+        (502, "unknown"),
         (503, "unknown"),
+        (504, "unknown"),
         (418, "unknown"),
         (302, "unknown"),
     ];

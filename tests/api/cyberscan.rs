@@ -288,21 +288,24 @@ async fn a_failed_token_call_is_not_cached() {
 
 #[tokio::test]
 async fn each_unexpected_status_gets_its_code_and_the_status_and_body() {
+    // (status, code, calls): a GET is tried twice on 502, 503 and 504.
     let cases = [
-        (400, "invalid argument"),
-        (404, "not found"),
-        (429, "too many requests"),
-        (500, "unknown"),
-        (503, "unknown"),
-        (302, "unknown"),
+        (400, "invalid argument", 1),
+        (404, "not found", 1),
+        (429, "too many requests", 1),
+        (500, "unknown", 1),
+        (502, "unknown", 2),
+        (503, "unknown", 2),
+        (504, "unknown", 2),
+        (302, "unknown", 1),
     ];
-    for (status, code) in cases {
+    for (status, code, calls) in cases {
         let app = spawn_app().await;
         cyberscan_issues_tokens(&app, 1).await;
         Mock::given(method("GET"))
             .and(path("/api/v1/vulnerabilities/ip/192.0.2.10"))
             .respond_with(ResponseTemplate::new(status).set_body_string("upstream says no"))
-            .expect(1)
+            .expect(calls)
             .mount(&app.cyberscan)
             .await;
         let response = observe(&app, json!([observable("ip", "192.0.2.10")])).await;

@@ -13,6 +13,7 @@ mod cyberscan;
 mod deliberate;
 mod health;
 mod helpers;
+mod hostile_upstreams;
 mod metrics;
 mod observe;
 mod process;

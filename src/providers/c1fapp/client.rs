@@ -7,11 +7,9 @@ use crate::config::UpstreamSettings;
 use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Verdicts};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use crate::metrics::Metrics;
 use crate::providers::cache::ResultCache;
-use crate::providers::upstream::{self, BuildError, Endpoint};
+use crate::providers::upstream::{self, BuildError, Endpoint, Gate};
 use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
 use crate::secret::Secret;
 
@@ -35,7 +33,7 @@ pub struct C1fApp {
     metrics: Arc<Metrics>,
     /// Answers by (API key, value), when the result cache is on.
     cache: ResultCache<(Secret, String), Arc<Vec<u8>>>,
-    in_flight: Arc<Semaphore>,
+    gate: Arc<Gate>,
 }
 
 #[derive(Serialize)]
@@ -52,7 +50,7 @@ impl C1fApp {
             http: upstream::client(settings)?,
             settings: settings.clone(),
             cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
-            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            gate: Arc::new(Gate::new(settings)),
             metrics,
         })
     }
@@ -138,7 +136,8 @@ impl C1fApp {
         let endpoint = Endpoint {
             provider: PROVIDER,
             metrics: &self.metrics,
-            in_flight: &self.in_flight,
+            gate: &self.gate,
+            credential: self.gate.credential(key),
             configured: url,
             operation,
         };

@@ -10,7 +10,6 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use url::Url;
 
 use super::mapping;
@@ -20,7 +19,7 @@ use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Reference};
 use crate::metrics::Metrics;
 use crate::providers::address::{PublicOnlyResolver, is_public};
 use crate::providers::cache::ResultCache;
-use crate::providers::upstream::{self, Endpoint, UpstreamResponse};
+use crate::providers::upstream::{self, Endpoint, Gate, UpstreamResponse};
 use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
 use crate::secret::Secret;
 
@@ -42,7 +41,7 @@ pub struct CyberScan {
     metrics: Arc<Metrics>,
     /// GET bodies by (URL, API key), when the result cache is on.
     cache: ResultCache<(Url, Secret), Arc<Vec<u8>>>,
-    in_flight: Arc<Semaphore>,
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for CyberScan {
@@ -82,7 +81,7 @@ impl CyberScan {
                 .time_to_idle(TOKEN_IDLE_TIME)
                 .build(),
             cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
-            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            gate: Arc::new(Gate::new(settings)),
             metrics,
         })
     }
@@ -315,7 +314,10 @@ impl CyberScan {
         Endpoint {
             provider: PROVIDER,
             metrics: &self.metrics,
-            in_flight: &self.in_flight,
+            gate: &self.gate,
+            credential: self
+                .gate
+                .credential((&credentials.api, &credentials.api_key)),
             configured: &credentials.api,
             operation,
         }
