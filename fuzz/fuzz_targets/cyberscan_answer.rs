@@ -1,0 +1,33 @@
+//! Any bytes as a CyberScan answer (host report or vulnerabilities): parsed,
+//! mapped to CTIM and serialized, never a panic.
+#![no_main]
+
+use chrono::Utc;
+use ctr_relay::ctim::{Observable, ObservableType, SequentialIds};
+use ctr_relay::providers::EntitiesLimit;
+use ctr_relay::providers::cyberscan::mapping;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|body: &[u8]| {
+    let observable = Observable {
+        kind: ObservableType::Ip,
+        value: "192.0.2.10".to_owned(),
+    };
+    let _ = mapping::resolved_ip(body);
+    if let Ok(page) = mapping::details_page(body) {
+        let reference = mapping::reference(&observable, page);
+        let _ = serde_json::to_vec(&reference);
+    }
+    if let Ok(found) = mapping::vulnerabilities(body) {
+        let count = found.len();
+        let sightings = mapping::sightings(
+            &observable,
+            found,
+            EntitiesLimit::DEFAULT,
+            Utc::now(),
+            &mut SequentialIds::default(),
+        );
+        assert_eq!(sightings.len(), count.min(EntitiesLimit::DEFAULT.get()));
+        let _ = serde_json::to_vec(&sightings);
+    }
+});
