@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `jwt` and `healthcheck`.
+//! The command line: `serve` (the default), `jwt`, `healthcheck` and `threatbus`.
 
 use clap::{Args, Parser, Subcommand};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -30,6 +30,29 @@ pub enum Command {
     /// Ask the local relay's GET /watchdog (on PORT, default 9090) and exit 0
     /// when it answers correctly, 1 otherwise. For container health checks.
     Healthcheck(HealthcheckArgs),
+    /// Enrich indicators from a Threat Bus (ZeroMQ app plugin) and publish a
+    /// STIX 2.1 sighting per finding. Provider credentials come from
+    /// C1FAPP_KEY, CYBERSCAN_API_KEY and CYBERSCAN_HOST; the other variables
+    /// (C1FAPP_API_URL, CTR_ENTITIES_LIMIT, UPSTREAM_TIMEOUT_SECONDS,
+    /// LOOKUP_CONCURRENCY, RUST_LOG, …) as for the server.
+    Threatbus(ThreatbusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ThreatbusArgs {
+    /// Threat Bus's manage endpoint (its ZeroMQ app plugin).
+    #[arg(
+        long,
+        env = "THREATBUS_MANAGE",
+        default_value = "tcp://127.0.0.1:13370"
+    )]
+    pub manage: String,
+    /// Ask Threat Bus to replay this many days of indicators at subscription.
+    #[arg(long, env = "THREATBUS_SNAPSHOT_DAYS", default_value_t = 0)]
+    pub snapshot: u32,
+    /// Serve GET /metrics and GET /watchdog on this port (HOST as for the server).
+    #[arg(long, env = "THREATBUS_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -12,3 +12,4 @@ pub mod routes;
 pub mod secret;
 pub mod startup;
 pub mod telemetry;
+pub mod threatbus;

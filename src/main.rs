@@ -1,13 +1,18 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
-use ctr_relay::cli::{Cli, Command, HealthcheckArgs, JwtArgs, healthcheck, mint, watchdog_url};
+use ctr_relay::cli::{
+    Cli, Command, HealthcheckArgs, JwtArgs, ThreatbusArgs, healthcheck, mint, watchdog_url,
+};
 use ctr_relay::config::Settings;
+use ctr_relay::metrics::Metrics;
+use ctr_relay::providers::Providers;
 use ctr_relay::secret::Secret;
 use ctr_relay::startup::{Application, StartupError, shutdown_signal};
-use ctr_relay::telemetry;
+use ctr_relay::{telemetry, threatbus};
 
 // A fast, memory-frugal allocator: the default ones (musl's especially) cost
 // throughput and resident memory under this allocation-heavy load.
@@ -20,6 +25,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Jwt(args) => jwt(&args),
         Command::Healthcheck(args) => check(&args),
+        Command::Threatbus(args) => threatbus(&args),
     }
 }
 
@@ -97,6 +103,75 @@ fn check(args: &HealthcheckArgs) -> ExitCode {
         Err(error) => {
             eprintln!("ctr-relay: unhealthy: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn threatbus(args: &ThreatbusArgs) -> ExitCode {
+    let settings = match settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let fail = |message: String| {
+        eprintln!("ctr-relay: {message}");
+        ExitCode::FAILURE
+    };
+    let credentials = match threatbus::credentials_from(|name| std::env::var(name).ok()) {
+        Ok(credentials) => credentials,
+        Err(error) => return fail(error.to_string()),
+    };
+    let manage = match threatbus::bus::ManageEndpoint::parse(&args.manage) {
+        Ok(manage) => manage,
+        Err(error) => return fail(format!("THREATBUS_MANAGE / --manage: {error}")),
+    };
+    let _log_writer = telemetry::init(&settings.log);
+    let result = actix_web::rt::System::new().block_on(async move {
+        let metrics = Arc::new(Metrics::new().map_err(|error| error.to_string())?);
+        let providers = Providers::new(&settings.upstream, metrics.clone())
+            .map_err(|error| error.to_string())?;
+        let metrics_server = match args.metrics_port {
+            Some(port) => {
+                let server = threatbus::metrics_server(settings.host, port, metrics.clone())
+                    .map_err(|error| format!("metrics port {port}: {error}"))?;
+                tracing::info!(port, "serving /metrics");
+                let handle = server.handle();
+                actix_web::rt::spawn(server);
+                Some(handle)
+            }
+            None => None,
+        };
+        let run_settings = threatbus::ThreatBusSettings {
+            manage,
+            snapshot_days: args.snapshot,
+            heartbeat: Duration::from_secs(5),
+            report_every: Duration::from_secs(60),
+            concurrency: settings.limits.lookup_concurrency,
+            credentials,
+            entities_limit: settings.entities_limit,
+            shutdown_grace: settings.shutdown_grace,
+        };
+        tracing::info!(manage = %run_settings.manage, "threatbus mode");
+        threatbus::run(
+            run_settings,
+            providers,
+            metrics,
+            Arc::new(threatbus::Counts::default()),
+            shutdown_signal(),
+        )
+        .await;
+        if let Some(handle) = metrics_server {
+            handle.stop(true).await;
+        }
+        Ok::<_, String>(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "threatbus mode stopped on an error");
+            fail(error)
         }
     }
 }

@@ -27,6 +27,7 @@ pub struct Metrics {
     cache_lookups: IntCounterVec,
     upstream_retries: IntCounterVec,
     upstream_skipped: IntCounterVec,
+    threatbus_events: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +99,15 @@ impl Metrics {
             ),
             &["provider", "reason"],
         )?;
+        let threatbus_events = IntCounterVec::new(
+            Opts::new(
+                "threatbus_events_total",
+                "Threat Bus mode: messages received, indicators enriched, sightings sent, \
+                 messages skipped, errors",
+            ),
+            &["event"],
+        )?;
+        registry.register(Box::new(threatbus_events.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(upstream_skipped.clone()))?;
@@ -120,6 +130,7 @@ impl Metrics {
             cache_lookups,
             upstream_retries,
             upstream_skipped,
+            threatbus_events,
         })
     }
 
@@ -164,6 +175,11 @@ impl Metrics {
         self.upstream_skipped
             .with_label_values(&[provider, reason])
             .inc();
+    }
+
+    /// Threat Bus mode: `n` more of `event` (a fixed label).
+    pub fn threatbus_event(&self, event: &'static str, n: u64) {
+        self.threatbus_events.with_label_values(&[event]).inc_by(n);
     }
 
     /// One key set fetch; `jwks_host` is always an allowlisted host.

@@ -20,4 +20,5 @@ mod process;
 mod refer;
 mod routes;
 mod rs256;
+mod threatbus;
 mod upstream_faults;
