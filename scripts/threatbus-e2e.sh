@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# End to end against the real Threat Bus (from PyPI, in a venv under target/):
+# Threat Bus with its ZeroMQ app plugin, the mock upstream, and
+# `ctr-relay threatbus`. A second app (scripts/threatbus_e2e.py) injects a
+# STIX 2.1 indicator and must receive a valid STIX 2.1 sighting of it. Then
+# Threat Bus is restarted, and the relay must subscribe again and answer the
+# next indicator; on SIGTERM it unsubscribes and exits 0. 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+VENV=target/threatbus-venv
+if [ ! -x "$VENV/bin/threatbus" ]; then
+  log "installing Threat Bus into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    threatbus==2022.5.16 threatbus-zmq==2022.5.16 threatbus-inmem==2022.5.16
+fi
+
+log "building the relay and the mock upstream"
+cargo build --locked --bin ctr-relay --example mock_upstream
+RELAY=target/debug/ctr-relay
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port, seconds
+  python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+port, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+}
+wait_log() { # file, text, seconds
+  for _ in $(seq 1 $(($3 * 10))); do
+    grep -q "$2" "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+manage=$(free_port); pub=$(free_port); sub=$(free_port)
+mock_port=$(free_port); metrics_port=$(free_port)
+cat >"$work/tb.yaml" <<YAML
+logging: {console: true, console_verbosity: INFO}
+plugins:
+  backbones: {inmem: {}}
+  apps:
+    zmq: {host: "127.0.0.1", manage: $manage, pub: $pub, sub: $sub}
+YAML
+
+start_threatbus() {
+  "$VENV/bin/threatbus" -c "$work/tb.yaml" >>"$work/threatbus.log" 2>&1 &
+  tb_pid=$!
+  pids+=("$tb_pid")
+  wait_port "$manage" 30 || { tail -20 "$work/threatbus.log"; fail "Threat Bus did not start"; }
+}
+
+log "starting Threat Bus (manage $manage, pub $pub, sub $sub)"
+start_threatbus
+target/debug/examples/mock_upstream --port "$mock_port" >"$work/mock.log" 2>&1 &
+pids+=($!)
+wait_port "$mock_port" 30 || fail "the mock upstream did not start"
+
+log "starting ctr-relay threatbus"
+env -i PATH="$PATH" C1FAPP_KEY=mock-key C1FAPP_API_URL="http://127.0.0.1:$mock_port/cifapp/api/" \
+  HOST=127.0.0.1 RUST_LOG=info \
+  "$RELAY" threatbus --manage "tcp://127.0.0.1:$manage" --metrics-port "$metrics_port" \
+  >"$work/relay.log" 2>&1 &
+relay_pid=$!
+pids+=("$relay_pid")
+wait_log "$work/relay.log" "subscribed to Threat Bus" 30 || { cat "$work/relay.log"; fail "the relay did not subscribe"; }
+
+log "injecting an indicator; waiting for its sighting"
+"$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 192.0.2.10 \
+  || { tail -20 "$work/relay.log"; tail -20 "$work/threatbus.log"; fail "no valid sighting"; }
+
+log "restarting Threat Bus"
+kill -INT "$tb_pid"
+for _ in $(seq 1 100); do kill -0 "$tb_pid" 2>/dev/null || break; sleep 0.1; done
+kill -9 "$tb_pid" 2>/dev/null || true
+subscriptions=$(grep -c "subscribed to Threat Bus" "$work/relay.log")
+start_threatbus
+for _ in $(seq 1 300); do
+  [ "$(grep -c "subscribed to Threat Bus" "$work/relay.log")" -gt "$subscriptions" ] && break
+  sleep 0.1
+done
+[ "$(grep -c "subscribed to Threat Bus" "$work/relay.log")" -gt "$subscriptions" ] \
+  || { tail -20 "$work/relay.log"; fail "the relay did not subscribe again after the restart"; }
+"$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 198.51.100.7 \
+  || { tail -20 "$work/relay.log"; fail "no sighting after the restart"; }
+
+metrics=$(curl -fsS "http://127.0.0.1:$metrics_port/metrics")
+echo "$metrics" | grep -E '^ctr_relay_threatbus_events_total\{event="sighting_sent"\} [1-9]' >/dev/null \
+  || { echo "$metrics" | grep threatbus; fail "/metrics does not count the sightings"; }
+log "ok: /metrics counts $(echo "$metrics" | sed -n 's/^ctr_relay_threatbus_events_total{event="sighting_sent"} //p') sightings sent"
+
+log "SIGTERM"
+kill -TERM "$relay_pid"
+status=0
+wait "$relay_pid" || status=$?
+[ "$status" = 0 ] || { tail -20 "$work/relay.log"; fail "exit status $status"; }
+grep -q "unsubscribed from Threat Bus" "$work/relay.log" || { tail -20 "$work/relay.log"; fail "it did not unsubscribe"; }
+log "ok: unsubscribed and stopped"
+log "the relay enriches indicators from the real Threat Bus"
