@@ -20,6 +20,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 
 use crate::auth::{C1fAppCredentials, Credentials, CyberScanCredentials};
 use crate::config::ConfigError;
@@ -207,6 +208,7 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(shared.settings.concurrency.max(1)));
     let mut lookups = JoinSet::new();
     let mut report = tokio::time::interval(shared.settings.report_every);
+    report.set_missed_tick_behavior(MissedTickBehavior::Delay);
     report.tick().await;
     let mut last_report = CountsSnapshot::default();
 
@@ -218,6 +220,8 @@ pub async fn run(
         let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(QUEUE);
         let reader = tokio::spawn(read(inbox, frames_tx));
         let mut heartbeat = tokio::time::interval(shared.settings.heartbeat);
+        // A slow heartbeat delays the next one rather than bunching them.
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         heartbeat.tick().await;
         loop {
             tokio::select! {

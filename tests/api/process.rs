@@ -149,6 +149,33 @@ fn a_bad_setting_stops_the_relay_with_the_variable_named() {
 }
 
 #[test]
+fn threatbus_mode_needs_provider_credentials_and_a_tcp_endpoint() {
+    for (args, envs, named) in [
+        (vec!["threatbus"], vec![], "C1FAPP_KEY"),
+        (
+            vec!["threatbus"],
+            vec![("CYBERSCAN_API_KEY", "key")],
+            "CYBERSCAN_HOST",
+        ),
+        (vec!["threatbus"], vec![("C1FAPP_KEY", "")], "C1FAPP_KEY"),
+        (
+            vec!["threatbus", "--manage", "ipc:///tmp/bus"],
+            vec![("C1FAPP_KEY", "key")],
+            "THREATBUS_MANAGE",
+        ),
+        (
+            vec!["threatbus"],
+            vec![("C1FAPP_KEY", "key"), ("UPSTREAM_TIMEOUT_SECONDS", "soon")],
+            "UPSTREAM_TIMEOUT_SECONDS",
+        ),
+    ] {
+        let (code, _, stderr) = run(&args, &envs);
+        assert_eq!(code, Some(1), "{args:?} {envs:?}");
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+}
+
+#[test]
 fn version_and_help_work() {
     let (code, stdout, _) = run(&["--version"], &[]);
     assert_eq!(code, Some(0));
@@ -158,7 +185,7 @@ fn version_and_help_work() {
     );
     let (code, stdout, _) = run(&["--help"], &[]);
     assert_eq!(code, Some(0));
-    for command in ["serve", "jwt", "healthcheck"] {
+    for command in ["serve", "jwt", "healthcheck", "threatbus"] {
         assert!(stdout.contains(command), "{stdout}");
     }
 }
