@@ -1,12 +1,13 @@
 //! What both providers share about talking HTTP to an upstream: one pooled
 //! client each, a bounded body read, and one classification of failures.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use moka::future::Cache;
 use rand::Rng;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Client, ClientBuilder, Method, Request, RequestBuilder, StatusCode};
@@ -32,7 +33,7 @@ const RETRY_BACKOFF_MS: std::ops::RangeInclusive<u64> = 50..=150;
 const RATE_LIMIT_DEFAULT: Duration = Duration::from_secs(2);
 const RATE_LIMIT_CAP: Duration = Duration::from_secs(300);
 /// Credentials remembered as rate limited, per provider.
-const RATE_LIMITED_CAPACITY: u64 = 10_000;
+const RATE_LIMITED_CAPACITY: usize = 10_000;
 /// How much of a 429 answer is kept to repeat while the credential waits.
 const RATE_LIMITED_BODY_BYTES: usize = 4096;
 
@@ -123,7 +124,12 @@ impl UpstreamResponse {
 #[derive(Debug)]
 pub struct Gate {
     in_flight: Semaphore,
-    rate_limited: Cache<u64, Arc<RateLimited>>,
+    /// Rate-limited credentials (by keyed hash). Rare: `any_rate_limited`
+    /// keeps the lock off the path of every call until the first 429.
+    rate_limited: RwLock<HashMap<u64, Arc<RateLimited>>>,
+    any_rate_limited: AtomicBool,
+    /// Most credentials remembered ([`RATE_LIMITED_CAPACITY`]).
+    capacity: usize,
     hasher: RandomState,
 }
 
@@ -139,12 +145,49 @@ impl Gate {
     pub fn new(settings: &UpstreamSettings) -> Self {
         Self {
             in_flight: Semaphore::new(settings.max_in_flight),
-            rate_limited: Cache::builder()
-                .max_capacity(RATE_LIMITED_CAPACITY)
-                .time_to_live(RATE_LIMIT_CAP)
-                .build(),
+            rate_limited: RwLock::new(HashMap::new()),
+            any_rate_limited: AtomicBool::new(false),
+            capacity: RATE_LIMITED_CAPACITY,
             hasher: RandomState::new(),
         }
+    }
+
+    /// The 429 a credential is waiting out, if any.
+    fn rate_limited(&self, credential: u64) -> Option<Arc<RateLimited>> {
+        if !self.any_rate_limited.load(Ordering::Relaxed) {
+            return None;
+        }
+        let limited = self
+            .rate_limited
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        limited
+            .get(&credential)
+            .filter(|limited| limited.until > Instant::now())
+            .cloned()
+    }
+
+    /// Remembers a 429. Expired entries are dropped first; when `capacity`
+    /// credentials are waiting, the one whose wait
+    /// ends first makes room.
+    fn remember(&self, credential: u64, limited: RateLimited) {
+        let mut map = self
+            .rate_limited
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        map.retain(|_, entry| entry.until > now);
+        if map.len() >= self.capacity && !map.contains_key(&credential) {
+            let soonest = map
+                .iter()
+                .min_by_key(|(_, entry)| entry.until)
+                .map(|(key, _)| *key);
+            if let Some(key) = soonest {
+                map.remove(&key);
+            }
+        }
+        map.insert(credential, Arc::new(limited));
+        self.any_rate_limited.store(true, Ordering::Relaxed);
     }
 
     /// The key under which a credential is remembered: a keyed hash, so the
@@ -187,23 +230,21 @@ pub async fn send(
         provider: endpoint.provider,
         after: settings.timeout,
     };
-    if let Some(limited) = endpoint.gate.rate_limited.get(&endpoint.credential).await {
-        if limited.until > Instant::now() {
-            tracing::info!(
-                provider = %endpoint.provider,
-                operation = endpoint.operation,
-                retry_in_ms = limited.until.saturating_duration_since(Instant::now()).as_millis() as u64,
-                "upstream call not sent: rate limited"
-            );
-            endpoint
-                .metrics
-                .upstream_skipped(endpoint.provider.as_str(), "rate_limited");
-            return Ok(UpstreamResponse {
-                status: limited.status,
-                body: limited.body.clone(),
-                retry_after: None,
-            });
-        }
+    if let Some(limited) = endpoint.gate.rate_limited(endpoint.credential) {
+        tracing::info!(
+            provider = %endpoint.provider,
+            operation = endpoint.operation,
+            retry_in_ms = limited.until.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "upstream call not sent: rate limited"
+        );
+        endpoint
+            .metrics
+            .upstream_skipped(endpoint.provider.as_str(), "rate_limited");
+        return Ok(UpstreamResponse {
+            status: limited.status,
+            body: limited.body.clone(),
+            retry_after: None,
+        });
     }
     let (client, request) = request.build_split();
     let request = request.map_err(|error| classify(endpoint, settings.timeout, error))?;
@@ -224,7 +265,9 @@ pub async fn send(
     if remaining < MIN_CALL_TIME {
         return Err(timeout());
     }
-    let first = attempt(endpoint, &client, request, remaining, settings).await;
+    // Boxed: two inline calls would lay out two copies of the (large) HTTP
+    // future in every lookup's state, for calls that are mostly never retried.
+    let first = Box::pin(attempt(endpoint, &client, request, remaining, settings)).await;
     let result = match retry {
         Some(again) if worth_retrying(&first) => {
             let pause = Duration::from_millis(rand::rng().random_range(RETRY_BACKOFF_MS));
@@ -245,14 +288,14 @@ pub async fn send(
                     .metrics
                     .upstream_retry(endpoint.provider.as_str(), endpoint.operation);
                 tokio::time::sleep(pause).await;
-                attempt(endpoint, &client, again, remaining, settings).await
+                Box::pin(attempt(endpoint, &client, again, remaining, settings)).await
             }
         }
         _ => first,
     };
     if let Ok(response) = &result {
         if response.status == StatusCode::TOO_MANY_REQUESTS {
-            remember_rate_limit(endpoint, response).await;
+            remember_rate_limit(endpoint, response);
         }
     }
     result
@@ -272,7 +315,7 @@ fn worth_retrying(result: &Result<UpstreamResponse, ProviderError>) -> bool {
     }
 }
 
-async fn remember_rate_limit(endpoint: Endpoint<'_>, response: &UpstreamResponse) {
+fn remember_rate_limit(endpoint: Endpoint<'_>, response: &UpstreamResponse) {
     let wait = response
         .retry_after
         .as_deref()
@@ -286,18 +329,14 @@ async fn remember_rate_limit(endpoint: Endpoint<'_>, response: &UpstreamResponse
         "rate limited by the upstream; calls with this credential wait"
     );
     let body = response.body[..response.body.len().min(RATE_LIMITED_BODY_BYTES)].to_vec();
-    endpoint
-        .gate
-        .rate_limited
-        .insert(
-            endpoint.credential,
-            Arc::new(RateLimited {
-                until: Instant::now() + wait,
-                status: response.status,
-                body,
-            }),
-        )
-        .await;
+    endpoint.gate.remember(
+        endpoint.credential,
+        RateLimited {
+            until: Instant::now() + wait,
+            status: response.status,
+            body,
+        },
+    );
 }
 
 /// A `Retry-After` value: delay seconds, or an HTTP date (RFC 9110 §10.2.3).
@@ -524,6 +563,38 @@ mod tests {
         ] {
             assert!(!worth_retrying(&Err(error)));
         }
+    }
+
+    fn limited_for(wait: Duration) -> RateLimited {
+        RateLimited {
+            until: Instant::now() + wait,
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: b"slow down".to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_gate_remembers_rate_limits_until_they_end_within_its_bound() {
+        let mut gate = Gate::new(&crate::config::Settings::default().upstream);
+        gate.capacity = 3;
+        let (a, b) = (gate.credential("key-a"), gate.credential("key-b"));
+        assert_ne!(a, b);
+        assert!(gate.rate_limited(a).is_none());
+        gate.remember(a, limited_for(Duration::from_secs(60)));
+        assert_eq!(gate.rate_limited(a).unwrap().body, b"slow down");
+        assert!(gate.rate_limited(b).is_none(), "per credential");
+        gate.remember(b, limited_for(Duration::ZERO));
+        assert!(gate.rate_limited(b).is_none(), "a wait that has ended");
+
+        // Full: the wait that ends first makes room.
+        let keys: Vec<u64> = (0..4).map(|n| gate.credential(n)).collect();
+        gate.remember(keys[0], limited_for(Duration::from_secs(10)));
+        gate.remember(keys[1], limited_for(Duration::from_secs(30)));
+        gate.remember(keys[2], limited_for(Duration::from_secs(90)));
+        let map = gate.rate_limited.read().unwrap();
+        assert_eq!(map.len(), 3);
+        assert!(!map.contains_key(&keys[0]));
+        assert!(map.contains_key(&a) && map.contains_key(&keys[2]));
     }
 
     #[test]
