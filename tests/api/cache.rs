@@ -55,15 +55,7 @@ async fn a_repeated_lookup_is_answered_from_the_cache_with_fresh_ids() {
         "deliberate shares the cached records"
     );
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"ctr_relay_cache_lookups_total{provider="C1fApp",result="hit"} 2"#),
         "{metrics}"

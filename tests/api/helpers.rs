@@ -105,6 +105,13 @@ impl TestApp {
             .expect("the relay answers")
     }
 
+    /// The relay's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// `127.0.0.1:<port>`: the `jwks_host` naming the allowlisted JWKS server.
     pub fn jwks_host(&self) -> String {
         self.jwks.uri().trim_start_matches("http://").to_owned()

@@ -140,140 +140,125 @@ async fn faulty_lookup(app: &TestApp, provider: Provider, answer: ResponseTempla
         .await;
 }
 
-#[tokio::test]
-async fn a_slow_lookup_is_a_timeout() {
+/// At each provider in turn: the healthy observable finds one thing, the
+/// faulty one gets `answer`; the response must hold the healthy one's data and
+/// exactly the error `expected` gives for that provider.
+async fn fault_gives(answer: impl Fn() -> ResponseTemplate, expected: impl Fn(Provider) -> Value) {
     for provider in Provider::BOTH {
         let app = spawn_app().await;
         provider.finds_the_healthy_one(&app).await;
-        let slow = ResponseTemplate::new(200).set_delay(Duration::from_secs(3));
-        faulty_lookup(&app, provider, slow, 1).await;
+        faulty_lookup(&app, provider, answer(), 1).await;
         assert_eq!(
             observe_expecting_one_error(&app, provider).await,
-            error(
-                "timeout",
-                &format!("{} did not respond within 0.5 seconds", provider.name())
-            )
+            expected(provider),
+            "{provider:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_slow_lookup_is_a_timeout() {
+    fault_gives(
+        || ResponseTemplate::new(200).set_delay(Duration::from_secs(3)),
+        |provider| {
+            error(
+                "timeout",
+                &format!("{} did not respond within 0.5 seconds", provider.name()),
+            )
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn too_many_requests_is_reported_with_the_upstream_text() {
-    for provider in Provider::BOTH {
-        let app = spawn_app().await;
-        provider.finds_the_healthy_one(&app).await;
-        // Slower than the healthy lookup: a 429 holds back the calls that
-        // come after it (below), not the ones already answered.
-        let limited = ResponseTemplate::new(429)
-            .insert_header("retry-after", "30")
-            .set_body_string("slow down")
-            .set_delay(Duration::from_millis(200));
-        faulty_lookup(&app, provider, limited, 1).await;
-        assert_eq!(
-            observe_expecting_one_error(&app, provider).await,
-            error("too many requests", &provider.unexpected(429, "slow down"))
-        );
-    }
+    // Slower than the healthy lookup: a 429 holds back the calls that come
+    // after it (see the rate-limit tests), not the ones already answered.
+    fault_gives(
+        || {
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "30")
+                .set_body_string("slow down")
+                .set_delay(Duration::from_millis(200))
+        },
+        |provider| error("too many requests", &provider.unexpected(429, "slow down")),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_server_error_is_reported_with_the_upstream_text() {
-    for provider in Provider::BOTH {
-        let app = spawn_app().await;
-        provider.finds_the_healthy_one(&app).await;
-        let broken = ResponseTemplate::new(500).set_body_string("internal error");
-        faulty_lookup(&app, provider, broken, 1).await;
-        assert_eq!(
-            observe_expecting_one_error(&app, provider).await,
-            error("unknown", &provider.unexpected(500, "internal error"))
-        );
-    }
+    fault_gives(
+        || ResponseTemplate::new(500).set_body_string("internal error"),
+        |provider| error("unknown", &provider.unexpected(500, "internal error")),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_body_that_is_not_json_is_a_key_error() {
-    for provider in Provider::BOTH {
-        let app = spawn_app().await;
-        provider.finds_the_healthy_one(&app).await;
-        let html = ResponseTemplate::new(200)
-            .insert_header("content-type", "text/html")
-            .set_body_string("<html><body>Maintenance</body></html>");
-        faulty_lookup(&app, provider, html, 1).await;
-        assert_eq!(
-            observe_expecting_one_error(&app, provider).await,
-            error("key error", &provider.key_error())
-        );
-    }
+    fault_gives(
+        || {
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/html")
+                .set_body_string("<html><body>Maintenance</body></html>")
+        },
+        |provider| error("key error", &provider.key_error()),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn json_of_the_wrong_shape_is_a_key_error() {
-    for provider in Provider::BOTH {
-        for wrong in [
-            json!({"unexpected": true}),
-            json!("a string"),
-            json!(42),
-            json!(null),
-        ] {
-            let app = spawn_app().await;
-            provider.finds_the_healthy_one(&app).await;
-            faulty_lookup(
-                &app,
-                provider,
-                ResponseTemplate::new(200).set_body_json(&wrong),
-                1,
-            )
-            .await;
-            assert_eq!(
-                observe_expecting_one_error(&app, provider).await,
-                error("key error", &provider.key_error()),
-                "{provider:?} {wrong}"
-            );
-        }
+    for wrong in [
+        json!({"unexpected": true}),
+        json!("a string"),
+        json!(42),
+        json!(null),
+    ] {
+        fault_gives(
+            || ResponseTemplate::new(200).set_body_json(&wrong),
+            |provider| error("key error", &provider.key_error()),
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn a_50_mb_body_is_refused_at_the_configured_bound() {
     let huge = vec![b'['; 50 * 1024 * 1024];
-    for provider in Provider::BOTH {
-        let app = spawn_app().await;
-        provider.finds_the_healthy_one(&app).await;
-        let flood = ResponseTemplate::new(200).set_body_bytes(huge.clone());
-        faulty_lookup(&app, provider, flood, 1).await;
-        assert_eq!(
-            observe_expecting_one_error(&app, provider).await,
+    fault_gives(
+        || ResponseTemplate::new(200).set_body_bytes(huge.clone()),
+        |provider| {
             error(
                 "unknown",
                 &format!(
                     "The response from {} is larger than 10485760 bytes",
                     provider.name()
-                )
+                ),
             )
-        );
-    }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_redirect_to_another_host_is_not_followed() {
-    for provider in Provider::BOTH {
-        let elsewhere = MockServer::start().await;
-        Mock::given(any())
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-            .expect(0)
-            .mount(&elsewhere)
-            .await;
-        let app = spawn_app().await;
-        provider.finds_the_healthy_one(&app).await;
-        let moved = ResponseTemplate::new(302)
-            .insert_header("location", format!("{}/steal", elsewhere.uri()))
-            .set_body_string("moved");
-        faulty_lookup(&app, provider, moved, 1).await;
-        assert_eq!(
-            observe_expecting_one_error(&app, provider).await,
-            error("unknown", &provider.unexpected(302, "moved"))
-        );
-    }
+    let elsewhere = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    fault_gives(
+        || {
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/steal", elsewhere.uri()))
+                .set_body_string("moved")
+        },
+        |provider| error("unknown", &provider.unexpected(302, "moved")),
+    )
+    .await;
 }
 
 /// What [`RawUpstream`] does with one request.
@@ -603,15 +588,7 @@ async fn a_get_is_retried_only_once() {
             &Provider::CyberScan.unexpected(503, "still busy")
         )
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(
             r#"ctr_relay_upstream_retries_total{operation="vulnerabilities",provider="CyberScan"} 1"#
@@ -720,15 +697,7 @@ async fn a_rate_limited_credential_waits_for_retry_after() {
         for _ in 0..3 {
             assert_eq!(observe_one(&app, &provider.token(&app)).await, expected);
         }
-        let metrics = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_text().await;
         let skipped = format!(
             r#"ctr_relay_upstream_skipped_total{{provider="{}",reason="rate_limited"}} 2"#,
             provider.name()
