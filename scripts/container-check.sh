@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 
 TARGET=x86_64-unknown-linux-musl
 BINARY=target/$TARGET/release/ctr-relay
-log() { printf '==> %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # --- what the build needs -------------------------------------------------
 if ! rustup target list --installed | grep -qx "$TARGET"; then
@@ -43,19 +43,11 @@ fi
 log "static: $(file -b "$BINARY" | cut -d, -f1-4)"
 
 # --- an empty root with the binary alone ----------------------------------
-work=$(mktemp -d)
 root=$work/root
 mkdir -p "$root"
 cp "$BINARY" "$root/ctr-relay"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 [ "$(find "$root" -mindepth 1 | wc -l)" = 1 ] || fail "the root holds more than the binary"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mock_port=$(free_port)
 relay_port=$(free_port)
 

@@ -15,8 +15,8 @@ DURATION=${LOAD_DURATION:-30}
 CONNECTIONS=${LOAD_CONNECTIONS:-200}
 LATENCY_MS=${LOAD_LATENCY_MS:-200}
 MAX_RSS_MB=${LOAD_MAX_RSS_MB:-256}
-log() { printf '==> %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # The relay under test is a release build (the shipped static one when it is
 # there, as after scripts/container-check.sh); the mock and the load
@@ -33,16 +33,8 @@ fi
 log "building the mock upstream and the load generator"
 cargo build --locked --example mock_upstream --example load_test
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mock_port=$(free_port)
 relay_port=$(free_port)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # Each connection of the load can hold a few upstream calls; the open-file
 # limit must allow them.

@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '==> %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 VENV=target/threatbus-venv
 if [ ! -x "$VENV/bin/threatbus" ]; then
@@ -23,7 +23,6 @@ log "building the relay and the mock upstream"
 cargo build --locked --bin ctr-relay --example mock_upstream
 RELAY=target/debug/ctr-relay
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port, seconds
   python3 - "$1" "$2" <<'PY'
 import socket, sys, time
@@ -44,13 +43,6 @@ wait_log() { # file, text, seconds
   return 1
 }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 manage=$(free_port); pub=$(free_port); sub=$(free_port)
 mock_port=$(free_port); metrics_port=$(free_port)
