@@ -5,8 +5,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
 use serde::Serialize;
 
-use crate::providers::EntitiesLimit;
-use crate::secret::Secret;
+use crate::domain::{EntitiesLimit, Secret};
+use crate::outbound::Tls;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,7 +81,8 @@ pub fn watchdog_url(host: std::net::IpAddr, port: u16) -> String {
 /// echoes it back.
 pub async fn healthcheck(url: &str, timeout: std::time::Duration) -> Result<(), String> {
     let probe = uuid::Uuid::new_v4().to_string();
-    let client = crate::providers::upstream::plain_client(timeout)
+    let client = Tls::new()
+        .and_then(|tls| tls.client(timeout))
         .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
     let response = client
         .get(url)

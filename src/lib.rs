@@ -1,15 +1,24 @@
 //! ctr-relay: a Threat Response relay for C1fApp and CyberScan.
+//!
+//! Modules are layered (ARCHITECTURE.md); each imports only from layers below
+//! its own, never sideways (`tests/layers.rs` checks it):
+//!
+//! 5. front ends: `http`, `threatbus`, `cli`
+//! 4. `enrich`: what every front end asks for; errors → CTIM in one place
+//! 3. `auth`, `providers`
+//! 2. `ctim`, `telemetry`
+//! 1. `config`, `metrics`, `outbound`
+//! 0. `domain`
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ctim;
-pub mod error;
+pub mod domain;
+pub mod enrich;
+pub mod http;
 pub mod metrics;
-pub mod observable;
+pub mod outbound;
 pub mod providers;
-pub mod routes;
-pub mod secret;
-pub mod startup;
 pub mod telemetry;
 pub mod threatbus;

@@ -7,11 +7,12 @@ use clap::Parser;
 use ctr_relay::cli::{
     Cli, Command, HealthcheckArgs, JwtArgs, ThreatbusArgs, healthcheck, mint, watchdog_url,
 };
-use ctr_relay::config::Settings;
+use ctr_relay::config::{Settings, credentials_from};
+use ctr_relay::domain::Secret;
+use ctr_relay::http::{Application, StartupError};
 use ctr_relay::metrics::Metrics;
-use ctr_relay::providers::Providers;
-use ctr_relay::secret::Secret;
-use ctr_relay::startup::{Application, StartupError, shutdown_signal};
+use ctr_relay::outbound::Tls;
+use ctr_relay::providers::{ProviderState, Providers};
 use ctr_relay::{telemetry, threatbus};
 
 // A fast, memory-frugal allocator: the default ones (musl's especially) cost
@@ -116,7 +117,7 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
         eprintln!("ctr-relay: {message}");
         ExitCode::FAILURE
     };
-    let credentials = match threatbus::credentials_from(|name| std::env::var(name).ok()) {
+    let credentials = match credentials_from(|name| std::env::var(name).ok()) {
         Ok(credentials) => credentials,
         Err(error) => return fail(error.to_string()),
     };
@@ -127,8 +128,10 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
     let _log_writer = telemetry::init(&settings.log);
     let result = actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(Metrics::new().map_err(|error| error.to_string())?);
-        let providers = Providers::new(&settings.upstream, metrics.clone())
-            .map_err(|error| error.to_string())?;
+        let tls = Tls::new().map_err(|error| error.to_string())?;
+        // One runtime drives every lookup of this mode: one set of clients.
+        let state = ProviderState::new(&settings.upstream, tls, metrics.clone());
+        let providers = Providers::new(&state).map_err(|error| error.to_string())?;
         let metrics_server = match args.metrics_port {
             Some(port) => {
                 let server = threatbus::metrics_server(settings.host, port, metrics.clone())
@@ -173,5 +176,26 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
             tracing::error!(%error, "threatbus mode stopped on an error");
             fail(error)
         }
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |kind: SignalKind, name: &'static str| async move {
+        match signal(kind) {
+            Ok(mut stream) => {
+                stream.recv().await;
+                tracing::info!(signal = name, "signal received");
+            }
+            Err(error) => {
+                tracing::error!(signal = name, %error, "cannot listen for the signal");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = wait(SignalKind::terminate(), "SIGTERM") => {}
+        () = wait(SignalKind::interrupt(), "SIGINT") => {}
     }
 }

@@ -3,13 +3,13 @@
 //! entities of the same answer.
 #![no_main]
 
-use ctr_relay::ctim::{Observable, ObservableType, SequentialIds};
-use ctr_relay::providers::EntitiesLimit;
-use ctr_relay::providers::c1fapp::mapping;
+use ctr_relay::ctim::SequentialIds;
+use ctr_relay::domain::{EntitiesLimit, Observable, ObservableType};
+use ctr_relay::providers::c1fapp::{mapping, records};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
-    let Ok(records) = mapping::parse_records(body) else {
+    let Ok(records) = records::parse_records(body) else {
         return;
     };
     for (kind, value) in [

@@ -3,8 +3,8 @@
 #![no_main]
 
 use chrono::Utc;
-use ctr_relay::ctim::{Observable, ObservableType, SequentialIds};
-use ctr_relay::providers::EntitiesLimit;
+use ctr_relay::ctim::SequentialIds;
+use ctr_relay::domain::{EntitiesLimit, Observable, ObservableType};
 use ctr_relay::providers::cyberscan::mapping;
 use libfuzzer_sys::fuzz_target;
 

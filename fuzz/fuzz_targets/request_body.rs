@@ -2,7 +2,7 @@
 //! message, never a panic. What is accepted holds what the relay promises.
 #![no_main]
 
-use ctr_relay::observable::parse_observables;
+use ctr_relay::domain::parse_observables;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

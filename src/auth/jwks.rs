@@ -17,15 +17,17 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
-use super::{AuthError, JwksHost};
+use super::AuthError;
 use crate::config::JwksSettings;
+use crate::domain::JwksHost;
 use crate::metrics::Metrics;
 
 /// Largest key set document the relay reads.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
+/// Shared by every runtime; holds no connections (each runtime fetches with
+/// its own client).
 pub struct KeyCache {
-    http: reqwest::Client,
     metrics: Arc<Metrics>,
     hosts: HashMap<String, HostKeys>,
     refetch_interval: Duration,
@@ -64,8 +66,7 @@ struct KeySetDocument {
 }
 
 impl KeyCache {
-    /// `http` must have a timeout: it bounds how long a request can wait for keys.
-    pub fn new(http: reqwest::Client, settings: &JwksSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &JwksSettings, metrics: Arc<Metrics>) -> Self {
         let hosts = settings
             .hosts
             .iter()
@@ -79,7 +80,6 @@ impl KeyCache {
             })
             .collect();
         Self {
-            http,
             metrics,
             hosts,
             refetch_interval: settings.refetch_interval,
@@ -95,8 +95,15 @@ impl KeyCache {
             .find(|host| host.matches(claimed))
     }
 
-    /// The key `kid` of `host`'s key set, fetching the set when needed.
-    pub async fn key(&self, host: &JwksHost, kid: &str) -> Result<DecodingKey, AuthError> {
+    /// The key `kid` of `host`'s key set, fetching the set with `http` when
+    /// needed. `http` must have a timeout: it bounds how long a request can
+    /// wait for keys.
+    pub async fn key(
+        &self,
+        http: &reqwest::Client,
+        host: &JwksHost,
+        kid: &str,
+    ) -> Result<DecodingKey, AuthError> {
         let entry = self
             .hosts
             .get(&host.authority().to_ascii_lowercase())
@@ -120,7 +127,7 @@ impl KeyCache {
             }
         }
 
-        let fetched = self.fetch(&entry.host).await;
+        let fetched = fetch(http, &entry.host).await;
         self.metrics
             .jwks_fetch(entry.host.authority(), fetched.is_ok());
         let mut state = entry.state.write().await;
@@ -137,38 +144,40 @@ impl KeyCache {
             }
         }
     }
+}
 
-    async fn fetch(&self, host: &JwksHost) -> Result<HashMap<String, DecodingKey>, String> {
-        let started = Instant::now();
-        let mut response = self
-            .http
-            .get(host.jwks_url().clone())
-            .send()
-            .await
-            .map_err(|error| format!("request failed: {error}"))?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|error| format!("reading the body failed: {error}"))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
+async fn fetch(
+    http: &reqwest::Client,
+    host: &JwksHost,
+) -> Result<HashMap<String, DecodingKey>, String> {
+    let started = Instant::now();
+    let mut response = http
+        .get(host.jwks_url().clone())
+        .send()
+        .await
+        .map_err(|error| format!("request failed: {error}"))?;
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| format!("reading the body failed: {error}"))?
+    {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
         }
-        tracing::info!(
-            jwks_host = %host,
-            status = status.as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "key set fetch"
-        );
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        parse_key_set(&body)
+        body.extend_from_slice(&chunk);
     }
+    tracing::info!(
+        jwks_host = %host,
+        status = status.as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "key set fetch"
+    );
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    parse_key_set(&body)
 }
 
 /// The RSA signing keys of a JWKS document, by `kid`. Keys of other types,

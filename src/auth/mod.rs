@@ -1,26 +1,21 @@
-//! Bearer JWT → verified claims → typed [`Credentials`] (an actix extractor).
+//! Bearer JWT → verified claims → typed [`Credentials`].
+//!
+//! [`KeyCache`] (the key sets of the allowlisted JWKS hosts) is built once and
+//! shared; an [`Authenticator`] is built per runtime around it, with that
+//! runtime's HTTP client for key set fetches.
 
 pub mod jwks;
-mod jwks_host;
 pub mod jwt;
 
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
-use futures_util::future::LocalBoxFuture;
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
-pub use jwks_host::JwksHost;
+pub use jwks::KeyCache;
 
 use crate::config::Settings;
-use crate::error::RelayError;
-use crate::metrics::Metrics;
-use crate::providers::EntitiesLimit;
-use crate::providers::cyberscan::api_base_url;
-use crate::secret::Secret;
-use jwks::KeyCache;
-use std::sync::Arc;
-use url::Url;
+use crate::domain::{C1fAppCredentials, Credentials, CyberScanCredentials, EntitiesLimit, Secret};
 
 /// Why a request's token was refused; the reasons of SPEC section 3.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,81 +46,61 @@ pub enum AuthError {
     WrongPayload,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct C1fAppCredentials {
-    pub key: Secret,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CyberScanCredentials {
-    pub api_key: Secret,
-    /// `https://<host>/api/v1`, from the `host` claim.
-    pub api: Url,
-}
-
-/// The provider credentials and options a verified token carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub c1fapp: Option<C1fAppCredentials>,
-    pub cyberscan: Option<CyberScanCredentials>,
-    /// The token's `CTR_ENTITIES_LIMIT`, when it holds a positive integer.
-    pub entities_limit: Option<EntitiesLimit>,
-}
-
-impl Credentials {
-    /// A provider is used when all of its keys are present and non-empty.
-    pub fn from_claims(claims: &jwt::Claims) -> Result<Self, AuthError> {
-        let text = |name: &str| {
-            claims
-                .get(name)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|value| !value.is_empty())
-        };
-        let c1fapp = text("key").map(|key| C1fAppCredentials {
-            key: Secret::new(key),
-        });
-        let cyberscan = match (text("api_key"), text("host")) {
-            (Some(api_key), Some(host)) => Some(CyberScanCredentials {
-                api_key: Secret::new(api_key),
-                // A host the relay cannot make an API address of is a broken payload.
-                api: api_base_url(host).map_err(|_| AuthError::WrongPayload)?,
-            }),
-            _ => None,
-        };
-        if c1fapp.is_none() && cyberscan.is_none() {
-            return Err(AuthError::WrongPayload);
+/// The credentials a verified token carries. A provider is used when all of
+/// its keys are present and non-empty.
+pub fn credentials(claims: &jwt::Claims) -> Result<Credentials, AuthError> {
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    let c1fapp = text("key").map(|key| C1fAppCredentials {
+        key: Secret::new(key),
+    });
+    let cyberscan = match (text("api_key"), text("host")) {
+        // A host the relay cannot make an API address of is a broken payload.
+        (Some(api_key), Some(host)) => {
+            Some(CyberScanCredentials::new(api_key, host).map_err(|_| AuthError::WrongPayload)?)
         }
-        Ok(Self {
-            c1fapp,
-            cyberscan,
-            entities_limit: claims
-                .get("CTR_ENTITIES_LIMIT")
-                .and_then(EntitiesLimit::from_claim),
-        })
+        _ => None,
+    };
+    if c1fapp.is_none() && cyberscan.is_none() {
+        return Err(AuthError::WrongPayload);
     }
+    Ok(Credentials {
+        c1fapp,
+        cyberscan,
+        entities_limit: claims
+            .get("CTR_ENTITIES_LIMIT")
+            .and_then(EntitiesLimit::from_claim),
+    })
 }
 
 /// Verifies Bearer tokens with the relay's keys.
 pub struct Authenticator {
     /// The HS256 key; `None` when `SECRET_KEY` is unset, and HS256 is refused.
     secret_key: Option<DecodingKey>,
-    /// The key sets of the allowlisted `jwks_host`s, for RS256.
-    keys: KeyCache,
+    /// The key sets of the allowlisted `jwks_host`s, for RS256 (shared).
+    keys: Arc<KeyCache>,
+    /// Fetches key sets; its timeout bounds how long a request can wait for one.
+    jwks_http: reqwest::Client,
     /// `RELAY_AUDIENCE`; when unset, the audience is the request's own origin.
     audience: Option<String>,
 }
 
 impl Authenticator {
-    /// `jwks_http` fetches key sets; its timeout bounds how long a request can
-    /// wait for one.
-    pub fn new(settings: &Settings, jwks_http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
+    /// `jwks_http` is this runtime's client for key set fetches; its timeout
+    /// bounds how long a request can wait for one.
+    pub fn new(settings: &Settings, keys: Arc<KeyCache>, jwks_http: reqwest::Client) -> Self {
         Self {
             secret_key: settings
                 .secret_key
                 .as_ref()
                 .map(|secret| DecodingKey::from_secret(secret.expose().as_bytes())),
-            keys: KeyCache::new(jwks_http, &settings.jwks, metrics),
+            keys,
+            jwks_http,
             audience: settings.relay_audience.clone(),
         }
     }
@@ -165,7 +140,7 @@ impl Authenticator {
             // `none`, and every algorithm the relay has no key of its own for.
             _ => return Err(AuthError::WrongKey),
         };
-        Credentials::from_claims(&claims)
+        credentials(&claims)
     }
 
     /// The public key an RS256 token names: its (unverified) `jwks_host` must be
@@ -182,35 +157,7 @@ impl Authenticator {
             return Err(AuthError::WrongJwksHost);
         };
         let kid = kid.ok_or(AuthError::KidNotFound)?;
-        self.keys.key(host, kid).await
-    }
-}
-
-impl FromRequest for Credentials {
-    type Error = RelayError;
-    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request = request.clone();
-        Box::pin(async move {
-            let authenticator = request
-                .app_data::<web::Data<Authenticator>>()
-                .ok_or(RelayError::Internal("the authenticator is not configured"))?;
-            let header = request
-                .headers()
-                .get(actix_web::http::header::AUTHORIZATION);
-            // A header that is not visible ASCII cannot hold a JWT.
-            let authorization = match header.map(|value| value.to_str()) {
-                None => None,
-                Some(Ok(text)) => Some(text),
-                Some(Err(_)) => return Err(AuthError::WrongStructure.into()),
-            };
-            let origin = || {
-                let connection = request.connection_info();
-                format!("{}://{}", connection.scheme(), connection.host())
-            };
-            Ok(authenticator.authenticate(authorization, origin).await?)
-        })
+        self.keys.key(&self.jwks_http, host, kid).await
     }
 }
 
@@ -228,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_c1fapp_key_makes_c1fapp_credentials() {
-        let credentials = Credentials::from_claims(&claims(json!({"key": " abc "}))).unwrap();
+        let credentials = credentials(&claims(json!({"key": " abc "}))).unwrap();
         assert_eq!(credentials.c1fapp.unwrap().key.expose(), "abc");
         assert_eq!(credentials.entities_limit, None);
     }
@@ -242,7 +189,7 @@ mod tests {
             json!({"user": "x"}),
         ] {
             assert_eq!(
-                Credentials::from_claims(&claims(payload.clone())),
+                credentials(&claims(payload.clone())),
                 Err(AuthError::WrongPayload),
                 "{payload}"
             );
@@ -252,7 +199,7 @@ mod tests {
     #[test]
     fn the_entities_limit_is_read_when_it_is_a_positive_integer() {
         let read = |limit: Value| {
-            Credentials::from_claims(&claims(json!({"key": "k", "CTR_ENTITIES_LIMIT": limit})))
+            credentials(&claims(json!({"key": "k", "CTR_ENTITIES_LIMIT": limit})))
                 .unwrap()
                 .entities_limit
                 .map(EntitiesLimit::get)

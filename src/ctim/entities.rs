@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 use super::{
-    Confidence, Disposition, Observable, RelationType, SchemaVersion, Severity, Timestamp, Tlp,
-    TransientId,
+    Confidence, Disposition, RelationType, SchemaVersion, Severity, Timestamp, Tlp, TransientId,
 };
+use crate::domain::Observable;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ObservedTime {
@@ -155,7 +155,8 @@ pub struct Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctim::{ObservableType, SequentialIds};
+    use crate::ctim::SequentialIds;
+    use crate::domain::ObservableType;
     use chrono::{TimeZone, Utc};
     use serde_json::json;
 

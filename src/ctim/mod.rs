@@ -5,6 +5,7 @@
 //! can be forgotten or misspelt. `count` fields of [`Docs`] are derived.
 
 mod entities;
+mod error;
 mod ids;
 mod values;
 
@@ -12,11 +13,9 @@ pub use entities::{
     ColumnDefinition, Indicator, Judgement, ObservedRelation, ObservedTime, Reference,
     Relationship, Sighting, SightingDataTable, ValidTime, Verdict,
 };
+pub use error::{CtimError, ErrorCode, ErrorEnvelope};
 pub use ids::{IdSource, RandomIds, SequentialIds, TransientId};
-pub use values::{
-    Confidence, Disposition, Observable, ObservableType, RelationType, SchemaVersion, Severity,
-    Timestamp, Tlp,
-};
+pub use values::{Confidence, Disposition, RelationType, SchemaVersion, Severity, Timestamp, Tlp};
 
 use serde::Serialize;
 use serde::ser::SerializeStruct;

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use moka::future::Cache;
 
-use super::{ProviderError, ProviderName};
+use super::ProviderError;
 use crate::config::ResultCacheSettings;
+use crate::domain::ProviderName;
 use crate::metrics::Metrics;
 
 pub struct ResultCache<K, V> {

@@ -22,11 +22,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::auth::{C1fAppCredentials, Credentials, CyberScanCredentials};
-use crate::config::ConfigError;
+use crate::domain::{Credentials, EntitiesLimit};
 use crate::metrics::Metrics;
-use crate::providers::{Capability, EntitiesLimit, Providers, cyberscan};
-use crate::secret::Secret;
+use crate::providers::{Capability, Providers};
 use bus::{Inbox, ManageEndpoint, Subscription};
 use stix::{Indicator, Message, StixSighting};
 
@@ -54,59 +52,6 @@ pub struct ThreatBusSettings {
     pub entities_limit: EntitiesLimit,
     /// After a shutdown signal, how long lookups in flight may finish.
     pub shutdown_grace: Duration,
-}
-
-/// Provider credentials from the environment (there is no JWT in this mode):
-/// `C1FAPP_KEY`, and `CYBERSCAN_API_KEY` with `CYBERSCAN_HOST`.
-pub fn credentials_from(
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Credentials, ConfigError> {
-    let value = |name: &'static str| match lookup(name) {
-        Some(text) if text.trim().is_empty() => Err(ConfigError {
-            variable: name,
-            message: "is set but empty; unset it to leave the provider out".to_owned(),
-        }),
-        Some(text) => Ok(Some(text.trim().to_owned())),
-        None => Ok(None),
-    };
-    let c1fapp = value("C1FAPP_KEY")?.map(|key| C1fAppCredentials {
-        key: Secret::new(key),
-    });
-    let cyberscan = match (value("CYBERSCAN_API_KEY")?, value("CYBERSCAN_HOST")?) {
-        (Some(api_key), Some(host)) => Some(CyberScanCredentials {
-            api_key: Secret::new(api_key),
-            api: cyberscan::api_base_url(&host).map_err(|message| ConfigError {
-                variable: "CYBERSCAN_HOST",
-                message,
-            })?,
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError {
-                variable: "CYBERSCAN_HOST",
-                message: "is needed with CYBERSCAN_API_KEY".to_owned(),
-            });
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError {
-                variable: "CYBERSCAN_API_KEY",
-                message: "is needed with CYBERSCAN_HOST".to_owned(),
-            });
-        }
-    };
-    if c1fapp.is_none() && cyberscan.is_none() {
-        return Err(ConfigError {
-            variable: "C1FAPP_KEY",
-            message: "no provider is configured: set C1FAPP_KEY, or CYBERSCAN_API_KEY and \
-                      CYBERSCAN_HOST, or both"
-                .to_owned(),
-        });
-    }
-    Ok(Credentials {
-        c1fapp,
-        cyberscan,
-        entities_limit: None,
-    })
 }
 
 /// What happened to the messages, since the start.
@@ -499,46 +444,6 @@ fn log_counts(counts: &Counts, previous: CountsSnapshot) -> CountsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn credentials(vars: &[(&str, &str)]) -> Result<Credentials, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect();
-        credentials_from(|name| vars.get(name).cloned())
-    }
-
-    #[test]
-    fn credentials_come_from_the_environment() {
-        let both = credentials(&[
-            ("C1FAPP_KEY", "c1"),
-            ("CYBERSCAN_API_KEY", "cs"),
-            ("CYBERSCAN_HOST", "api.cyberscan.io"),
-        ])
-        .unwrap();
-        assert_eq!(both.c1fapp.unwrap().key, Secret::new("c1"));
-        let cyberscan = both.cyberscan.unwrap();
-        assert_eq!(cyberscan.api.as_str(), "https://api.cyberscan.io/api/v1");
-        let alone = credentials(&[("C1FAPP_KEY", "c1")]).unwrap();
-        assert!(alone.cyberscan.is_none());
-    }
-
-    #[test]
-    fn missing_or_half_credentials_name_the_variable() {
-        let variable = |vars: &[(&str, &str)]| credentials(vars).unwrap_err().variable;
-        assert_eq!(variable(&[]), "C1FAPP_KEY");
-        assert_eq!(variable(&[("C1FAPP_KEY", " ")]), "C1FAPP_KEY");
-        assert_eq!(variable(&[("CYBERSCAN_API_KEY", "cs")]), "CYBERSCAN_HOST");
-        assert_eq!(
-            variable(&[("CYBERSCAN_HOST", "api.cyberscan.io")]),
-            "CYBERSCAN_API_KEY"
-        );
-        assert_eq!(
-            variable(&[("CYBERSCAN_API_KEY", "cs"), ("CYBERSCAN_HOST", "ftp://x")]),
-            "CYBERSCAN_HOST"
-        );
-    }
 
     #[test]
     fn own_ids_are_remembered_up_to_a_bound() {

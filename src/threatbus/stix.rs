@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::ctim::{Observable, ObservableType, Sighting};
+use crate::ctim::Sighting;
+use crate::domain::{Observable, ObservableType};
 
 /// A message from Threat Bus: one frame, `"<topic> <json>"`.
 #[derive(Debug, PartialEq)]

@@ -10,10 +10,9 @@ use url::Url;
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use ctr_relay::auth::JwksHost;
 use ctr_relay::config::Settings;
-use ctr_relay::secret::Secret;
-use ctr_relay::startup::Application;
+use ctr_relay::domain::{JwksHost, Secret};
+use ctr_relay::http::Application;
 
 pub const SECRET_KEY: &str = "test-secret-key-that-is-long-enough";
 pub const C1FAPP_KEY: &str = "c1fapp-test-key";

@@ -398,7 +398,7 @@ async fn the_entity_limit_defaults_to_100() {
 #[tokio::test]
 async fn the_entity_limit_of_the_token_wins_over_the_environment() {
     let app = spawn_app_with(|settings| {
-        settings.entities_limit = ctr_relay::providers::EntitiesLimit::parse("3").unwrap();
+        settings.entities_limit = ctr_relay::domain::EntitiesLimit::parse("3").unwrap();
     })
     .await;
     c1fapp_finds(&app, "192.0.2.10", records(10), 3).await;

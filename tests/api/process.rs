@@ -322,6 +322,124 @@ async fn a_request_in_flight_at_sigterm_completes_with_its_data() {
     }
 }
 
+/// With several workers whose connection pools are warm, a request in flight at
+/// SIGTERM still completes: the workers that stop first (idle ones) must not
+/// take with them the upstream connection a busy worker is using.
+#[tokio::test]
+async fn with_four_warm_workers_a_request_in_flight_at_sigterm_completes() {
+    const SLOW: [&str; 2] = ["192.0.2.201", "192.0.2.202"];
+    // Each round has a 1 in 4 chance of passing even when upstream connections
+    // are shared between workers (both slow lookups reusing connections of busy
+    // workers), so several rounds make a false pass unlikely.
+    for round in 0..3 {
+        let c1fapp = MockServer::start().await;
+        for value in SLOW {
+            c1fapp_search_answers(&c1fapp, value, Duration::from_secs(1)).await;
+        }
+        Mock::given(method("POST"))
+            .and(path(C1FAPP_PATH))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!([c1fapp_record(json!({}))])),
+            )
+            .mount(&c1fapp)
+            .await;
+        let mut envs = c1fapp_env(&c1fapp);
+        envs.push(("WORKERS", "4".to_owned()));
+        let relay = Relay::start(&envs).await;
+        let token = hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY);
+
+        // Warm every worker's pool: many connections at once, spread by the
+        // relay over its workers, each making upstream calls.
+        let warm = test_client();
+        let mut warming = tokio::task::JoinSet::new();
+        for n in 0..256 {
+            let request = warm
+                .post(relay.url("/observe/observables"))
+                .bearer_auth(&token)
+                .json(&json!([observable(
+                    "ip",
+                    &format!("198.51.100.{}", n % 200)
+                )]))
+                .send();
+            warming.spawn(async move { request.await.map(|response| response.status()) });
+        }
+        while let Some(result) = warming.join_next().await {
+            assert_eq!(result.unwrap().unwrap(), 200, "round {round}: warming up");
+        }
+
+        // Two slow lookups, each on a connection of its own (so on two
+        // workers); the other two workers are idle and stop at once.
+        let in_flight: Vec<_> = SLOW
+            .iter()
+            .map(|value| {
+                tokio::spawn(
+                    test_client()
+                        .post(relay.url("/observe/observables"))
+                        .bearer_auth(&token)
+                        .json(&json!([observable("ip", value)]))
+                        .send(),
+                )
+            })
+            .collect();
+        wait_for_requests_to(&c1fapp, &SLOW).await;
+        relay.signal("TERM");
+
+        for (value, request) in SLOW.iter().zip(in_flight) {
+            let response = request
+                .await
+                .unwrap()
+                .unwrap_or_else(|error| panic!("round {round}: {value} was not answered: {error}"));
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                body["data"]["sightings"]["count"], 1,
+                "round {round}: {value}: {body}"
+            );
+            assert!(
+                body.get("errors").is_none(),
+                "round {round}: {value}: {body}"
+            );
+        }
+        let (code, output) = relay.wait().await;
+        assert_eq!(code, Some(0), "round {round}:\n{output}");
+    }
+}
+
+/// C1fApp answers one record for `value`, after `delay`.
+async fn c1fapp_search_answers(c1fapp: &MockServer, value: &str, delay: Duration) {
+    Mock::given(method("POST"))
+        .and(path(C1FAPP_PATH))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"request": value}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([c1fapp_record(json!({}))]))
+                .set_delay(delay),
+        )
+        .with_priority(1)
+        .mount(c1fapp)
+        .await;
+}
+
+/// Waits until the upstream has received a search for each of `values`.
+async fn wait_for_requests_to(upstream: &MockServer, values: &[&str]) {
+    for _ in 0..250 {
+        let received = upstream.received_requests().await.unwrap_or_default();
+        let seen = |value: &&str| {
+            received.iter().any(|request| {
+                serde_json::from_slice::<Value>(&request.body)
+                    .is_ok_and(|body| body["request"] == **value)
+            })
+        };
+        if values.iter().all(seen) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the upstream never received {values:?}");
+}
+
 #[tokio::test]
 async fn the_grace_period_bounds_how_long_shutdown_waits() {
     let c1fapp = slow_c1fapp(Duration::from_secs(30)).await;

@@ -285,7 +285,7 @@ async fn an_rs256_token_without_provider_credentials_is_refused() {
 async fn an_hs256_token_signed_with_the_public_key_is_refused() {
     for secret_key in [Some(SECRET_KEY), None] {
         let app = spawn_app_with(|settings| {
-            settings.secret_key = secret_key.map(ctr_relay::secret::Secret::new);
+            settings.secret_key = secret_key.map(ctr_relay::domain::Secret::new);
         })
         .await;
         jwks_serves(&app, vec![jwk("relay-test-key")], 0).await;

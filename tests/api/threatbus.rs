@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ctr_relay::auth::{C1fAppCredentials, Credentials};
 use ctr_relay::config::Settings;
+use ctr_relay::domain::{C1fAppCredentials, Credentials, EntitiesLimit, Secret};
 use ctr_relay::metrics::Metrics;
-use ctr_relay::providers::{EntitiesLimit, Providers};
-use ctr_relay::secret::Secret;
+use ctr_relay::outbound::Tls;
+use ctr_relay::providers::{ProviderState, Providers};
 use ctr_relay::threatbus::bus::ManageEndpoint;
 use ctr_relay::threatbus::{Counts, ThreatBusSettings, run};
 use serde_json::{Value, json};
@@ -193,7 +193,8 @@ async fn start_relay(manage: &str, c1fapp: &MockServer) -> Relay {
     upstream.c1fapp_api_url = Url::parse(&format!("{}{C1FAPP_PATH}", c1fapp.uri())).unwrap();
     upstream.timeout = Duration::from_secs(2);
     let metrics = Arc::new(Metrics::new().unwrap());
-    let providers = Providers::new(&upstream, metrics.clone()).unwrap();
+    let state = ProviderState::new(&upstream, Tls::new().unwrap(), metrics.clone());
+    let providers = Providers::new(&state).unwrap();
     let settings = ThreatBusSettings {
         manage: ManageEndpoint::parse(manage).unwrap(),
         snapshot_days: 0,

@@ -2,16 +2,18 @@
 
 use serde::Serialize;
 
-use super::mapping::{self, Record};
-use crate::config::UpstreamSettings;
-use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Verdicts};
 use std::sync::Arc;
 
+use super::mapping;
+use super::records::{Record, parse_records};
+use crate::config::UpstreamSettings;
+use crate::ctim::{Entities, RandomIds, Verdicts};
+use crate::domain::{EntitiesLimit, Observable, ObservableType, ProviderName, Secret};
 use crate::metrics::Metrics;
+use crate::outbound::{BuildError, Tls};
 use crate::providers::cache::ResultCache;
-use crate::providers::upstream::{self, BuildError, Endpoint, Gate};
-use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
-use crate::secret::Secret;
+use crate::providers::upstream::{self, Endpoint, Gate};
+use crate::providers::{Capability, ProviderError};
 
 const PROVIDER: ProviderName = ProviderName::C1fApp;
 
@@ -26,14 +28,32 @@ const NOTHING_FOUND: &[&str] = &[
 /// The value looked up by /health.
 const HEALTH_PROBE: &str = "test.com";
 
-#[derive(Debug, Clone)]
-pub struct C1fApp {
-    http: reqwest::Client,
+/// What every runtime's C1fApp client shares: built once, no connections.
+#[derive(Debug)]
+pub struct C1fAppState {
     settings: UpstreamSettings,
     metrics: Arc<Metrics>,
     /// Answers by (API key, value), when the result cache is on.
     cache: ResultCache<(Secret, String), Arc<Vec<u8>>>,
-    gate: Arc<Gate>,
+    gate: Gate,
+}
+
+impl C1fAppState {
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            settings: settings.clone(),
+            cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
+            gate: Gate::new(settings),
+            metrics,
+        }
+    }
+}
+
+/// One runtime's C1fApp client: its own connections, the shared state.
+#[derive(Debug, Clone)]
+pub struct C1fApp {
+    http: reqwest::Client,
+    state: Arc<C1fAppState>,
 }
 
 #[derive(Serialize)]
@@ -45,13 +65,10 @@ struct SearchRequest<'a> {
 }
 
 impl C1fApp {
-    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
+    pub fn new(state: Arc<C1fAppState>, tls: &Tls) -> Result<Self, BuildError> {
         Ok(Self {
-            http: upstream::client(settings)?,
-            settings: settings.clone(),
-            cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
-            gate: Arc::new(Gate::new(settings)),
-            metrics,
+            http: upstream::client_builder(tls, &state.settings).build()?,
+            state,
         })
     }
 
@@ -99,10 +116,11 @@ impl C1fApp {
     /// cache keeps only answers that parse). Records are parsed from it by the
     /// caller, borrowing their text from the body.
     async fn answer(&self, key: &Secret, value: &str) -> Result<Arc<Vec<u8>>, ProviderError> {
-        if !self.cache.enabled() {
+        if !self.state.cache.enabled() {
             return self.search(key, value, "search").await.map(Arc::new);
         }
-        self.cache
+        self.state
+            .cache
             .get_or_fetch((key.clone(), value.to_owned()), async {
                 let body = self.search(key, value, "search").await?;
                 parse(&body)?;
@@ -126,7 +144,8 @@ impl C1fApp {
         value: &str,
         operation: &'static str,
     ) -> Result<Vec<u8>, ProviderError> {
-        let url = &self.settings.c1fapp_api_url;
+        let state = &*self.state;
+        let url = &state.settings.c1fapp_api_url;
         let request = self.http.post(url.clone()).json(&SearchRequest {
             key: key.expose(),
             format: "json",
@@ -135,13 +154,13 @@ impl C1fApp {
         });
         let endpoint = Endpoint {
             provider: PROVIDER,
-            metrics: &self.metrics,
-            gate: &self.gate,
-            credential: self.gate.credential(key),
+            metrics: &state.metrics,
+            gate: &state.gate,
+            credential: state.gate.credential(key),
             configured: url,
             operation,
         };
-        let response = upstream::send(endpoint, request, &self.settings).await?;
+        let response = upstream::send(endpoint, request, &state.settings).await?;
         if is_nothing_found(&response.body) {
             return Ok(b"[]".to_vec());
         }
@@ -158,7 +177,7 @@ impl C1fApp {
 
 /// The records of an answer, newest first.
 fn parse(body: &[u8]) -> Result<Vec<Record<'_>>, ProviderError> {
-    mapping::parse_records(body).map_err(|detail| ProviderError::Malformed {
+    parse_records(body).map_err(|detail| ProviderError::Malformed {
         provider: PROVIDER,
         detail,
     })

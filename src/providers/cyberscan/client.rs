@@ -13,15 +13,17 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::mapping;
-use crate::auth::CyberScanCredentials;
 use crate::config::UpstreamSettings;
-use crate::ctim::{Entities, Observable, ObservableType, RandomIds, Reference};
+use crate::ctim::{Entities, RandomIds, Reference};
+use crate::domain::{
+    CyberScanCredentials, EntitiesLimit, Observable, ObservableType, ProviderName, Secret,
+};
 use crate::metrics::Metrics;
+use crate::outbound::{BuildError, Tls};
 use crate::providers::address::{PublicOnlyResolver, is_public};
 use crate::providers::cache::ResultCache;
 use crate::providers::upstream::{self, Endpoint, Gate, UpstreamResponse};
-use crate::providers::{Capability, EntitiesLimit, ProviderError, ProviderName};
-use crate::secret::Secret;
+use crate::providers::{Capability, ProviderError};
 
 const PROVIDER: ProviderName = ProviderName::CyberScan;
 
@@ -33,23 +35,44 @@ const TOKEN_IDLE_TIME: Duration = Duration::from_secs(3600);
 /// A cached access token is keyed by the API address and the API key.
 type TokenKey = (Url, Secret);
 
-#[derive(Clone)]
-pub struct CyberScan {
-    http: reqwest::Client,
+/// What every runtime's CyberScan client shares: built once, no connections.
+pub struct CyberScanState {
     settings: UpstreamSettings,
     tokens: Cache<TokenKey, Secret>,
     metrics: Arc<Metrics>,
     /// GET bodies by (URL, API key), when the result cache is on.
     cache: ResultCache<(Url, Secret), Arc<Vec<u8>>>,
-    gate: Arc<Gate>,
+    gate: Gate,
 }
 
-impl std::fmt::Debug for CyberScan {
+impl std::fmt::Debug for CyberScanState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CyberScan")
+        f.debug_struct("CyberScanState")
             .field("cached_tokens", &self.tokens.entry_count())
             .finish_non_exhaustive()
     }
+}
+
+impl CyberScanState {
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            settings: settings.clone(),
+            tokens: Cache::builder()
+                .max_capacity(TOKEN_CACHE_CAPACITY)
+                .time_to_idle(TOKEN_IDLE_TIME)
+                .build(),
+            cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
+            gate: Gate::new(settings),
+            metrics,
+        }
+    }
+}
+
+/// One runtime's CyberScan client: its own connections, the shared state.
+#[derive(Debug, Clone)]
+pub struct CyberScan {
+    http: reqwest::Client,
+    state: Arc<CyberScanState>,
 }
 
 #[derive(Serialize)]
@@ -63,26 +86,16 @@ struct TokenResponse {
 }
 
 impl CyberScan {
-    /// Builds the client. Unless `settings.allow_private_hosts`, it connects
-    /// only to public addresses (the host comes from the token).
-    pub fn new(
-        settings: &UpstreamSettings,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, upstream::BuildError> {
-        let mut builder = upstream::client_builder(settings)?;
-        if !settings.allow_private_hosts {
+    /// Builds this runtime's client. Unless `allow_private_hosts`, it connects
+    /// only to public addresses (the host comes from the caller).
+    pub fn new(state: Arc<CyberScanState>, tls: &Tls) -> Result<Self, BuildError> {
+        let mut builder = upstream::client_builder(tls, &state.settings);
+        if !state.settings.allow_private_hosts {
             builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
         }
         Ok(Self {
             http: builder.build()?,
-            settings: settings.clone(),
-            tokens: Cache::builder()
-                .max_capacity(TOKEN_CACHE_CAPACITY)
-                .time_to_idle(TOKEN_IDLE_TIME)
-                .build(),
-            cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
-            gate: Arc::new(Gate::new(settings)),
-            metrics,
+            state,
         })
     }
 
@@ -134,7 +147,10 @@ impl CyberScan {
     /// Healthy when the token call succeeds; always asks for a new token.
     pub async fn health(&self, credentials: &CyberScanCredentials) -> Result<(), ProviderError> {
         let token = self.authenticate(credentials).await?;
-        self.tokens.insert(token_key(credentials), token).await;
+        self.state
+            .tokens
+            .insert(token_key(credentials), token)
+            .await;
         Ok(())
     }
 
@@ -167,7 +183,8 @@ impl CyberScan {
     ) -> Result<Arc<Vec<u8>>, ProviderError> {
         let url = endpoint_url(&credentials.api, segments);
         let key = (url.clone(), credentials.api_key.clone());
-        self.cache
+        self.state
+            .cache
             .get_or_fetch(key, async {
                 self.fetch(credentials, &url, operation).await.map(Arc::new)
             })
@@ -210,7 +227,7 @@ impl CyberScan {
         upstream::send(
             self.endpoint(credentials, operation),
             request,
-            &self.settings,
+            &self.state.settings,
         )
         .await
     }
@@ -220,7 +237,8 @@ impl CyberScan {
     async fn token(&self, credentials: &CyberScanCredentials) -> Result<Secret, ProviderError> {
         // Boxed: the cache's future is large and is rarely more than a lookup.
         Box::pin(
-            self.tokens
+            self.state
+                .tokens
                 .try_get_with(token_key(credentials), self.authenticate(credentials)),
         )
         .await
@@ -230,7 +248,8 @@ impl CyberScan {
     /// Drops `rejected` from the cache, unless another request already
     /// replaced it with a newer token.
     async fn forget(&self, credentials: &CyberScanCredentials, rejected: &Secret) {
-        self.tokens
+        self.state
+            .tokens
             .entry(token_key(credentials))
             .and_compute_with(|current| {
                 let op = match current {
@@ -252,8 +271,12 @@ impl CyberScan {
         let request = self.http.post(url).json(&TokenRequest {
             key: credentials.api_key.expose(),
         });
-        let response =
-            upstream::send(self.endpoint(credentials, "token"), request, &self.settings).await?;
+        let response = upstream::send(
+            self.endpoint(credentials, "token"),
+            request,
+            &self.state.settings,
+        )
+        .await?;
         let body = self.check(credentials, response)?;
         let token: TokenResponse = serde_json::from_slice(&body)
             .map_err(|error| malformed(format!("token answer: {error}")))?;
@@ -286,7 +309,7 @@ impl CyberScan {
         &self,
         credentials: &CyberScanCredentials,
     ) -> Result<(), ProviderError> {
-        if self.settings.allow_private_hosts {
+        if self.state.settings.allow_private_hosts {
             return Ok(());
         }
         let literal = match credentials.api.host() {
@@ -313,9 +336,10 @@ impl CyberScan {
     ) -> Endpoint<'a> {
         Endpoint {
             provider: PROVIDER,
-            metrics: &self.metrics,
-            gate: &self.gate,
+            metrics: &self.state.metrics,
+            gate: &self.state.gate,
             credential: self
+                .state
                 .gate
                 .credential((&credentials.api, &credentials.api_key)),
             configured: &credentials.api,

@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::ctim::{
-    Confidence, IdSource, Observable, ObservedTime, Reference, SchemaVersion, Sighting,
-    SightingDataTable, Timestamp, TransientId,
+    Confidence, IdSource, ObservedTime, Reference, SchemaVersion, Sighting, SightingDataTable,
+    Timestamp, TransientId,
 };
-use crate::providers::EntitiesLimit;
+use crate::domain::{EntitiesLimit, Observable};
 
 const SOURCE: &str = "CyberScan";
 
@@ -150,7 +150,8 @@ pub fn reference(observable: &Observable, details_page: String) -> Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctim::{ObservableType, SequentialIds};
+    use crate::ctim::SequentialIds;
+    use crate::domain::ObservableType;
     use chrono::TimeZone;
     use serde_json::json;
 

@@ -1,98 +1,21 @@
-//! The one place where errors become CTIM error objects and HTTP responses.
-//!
-//! Following the Threat Response relay convention, errors about the request's
-//! content, its credentials or an upstream service are answered with HTTP 200
-//! and an `{"errors": [...]}` envelope; routing errors, oversized bodies and
-//! unsupported media keep their HTTP status (with the same envelope).
+//! The one place where errors become CTIM error objects: every code and message
+//! a caller can see, for every front end (HTTP, Threat Bus, Backbone).
+//! Internal detail is logged where the error is handled, never sent.
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
-
 use crate::auth::AuthError;
-use crate::providers::{ProviderError, ProviderName};
+use crate::ctim::{CtimError, ErrorCode};
+use crate::domain::ProviderName;
+use crate::providers::ProviderError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    InvalidArgument,
-    AuthorizationError,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    TooManyRequests,
-    Unknown,
-    KeyError,
-    ConnectionError,
-    Timeout,
-    HealthCheckFailed,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-}
-
-impl ErrorCode {
-    /// The code as it appears in the envelope.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidArgument => "invalid argument",
-            ErrorCode::AuthorizationError => "authorization error",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not found",
-            ErrorCode::TooManyRequests => "too many requests",
-            ErrorCode::Unknown => "unknown",
-            ErrorCode::KeyError => "key error",
-            ErrorCode::ConnectionError => "connection error",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::HealthCheckFailed => "health check failed",
-            ErrorCode::MethodNotAllowed => "method not allowed",
-            ErrorCode::PayloadTooLarge => "payload too large",
-            ErrorCode::UnsupportedMediaType => "unsupported media type",
-        }
-    }
-}
-
-impl Serialize for ErrorCode {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-/// `{"type": "fatal", "code": "...", "message": "..."}`. Every error the relay
-/// reports is fatal for the part of the request it concerns.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(tag = "type", rename = "fatal")]
-pub struct CtimError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl CtimError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// The error envelope alone: `{"errors": [...]}`.
-#[derive(Debug, Serialize)]
-pub struct ErrorEnvelope<'a> {
-    pub errors: &'a [CtimError],
-}
-
-/// Why a whole request failed.
+/// Why a whole request failed, whichever front end it came through.
 #[derive(Debug, thiserror::Error)]
-pub enum RelayError {
+pub enum RequestError {
     #[error("authorization failed: {0:?}")]
     Auth(#[from] AuthError),
     #[error("invalid request payload: {0}")]
     InvalidPayload(String),
-    #[error("upstream failure: {0:?}")]
-    Provider(#[from] ProviderError),
     #[error("watchdog request without a Health-Check header")]
     HealthCheckFailed,
     #[error("no such route")]
@@ -108,62 +31,35 @@ pub enum RelayError {
     Internal(&'static str),
 }
 
-impl RelayError {
+impl RequestError {
     pub fn to_ctim(&self) -> CtimError {
         match self {
-            RelayError::Auth(error) => auth_error(error),
-            RelayError::InvalidPayload(detail) => CtimError::new(
+            RequestError::Auth(error) => auth_error(error),
+            RequestError::InvalidPayload(detail) => CtimError::new(
                 ErrorCode::InvalidArgument,
                 format!("Invalid JSON payload received. {detail}"),
             ),
-            RelayError::Provider(error) => provider_error(error),
-            RelayError::HealthCheckFailed => {
+            RequestError::HealthCheckFailed => {
                 CtimError::new(ErrorCode::HealthCheckFailed, "Invalid Health Check")
             }
-            RelayError::NotFound => CtimError::new(ErrorCode::NotFound, "Not Found"),
-            RelayError::MethodNotAllowed => {
+            RequestError::NotFound => CtimError::new(ErrorCode::NotFound, "Not Found"),
+            RequestError::MethodNotAllowed => {
                 CtimError::new(ErrorCode::MethodNotAllowed, "Method Not Allowed")
             }
-            RelayError::PayloadTooLarge { limit } => CtimError::new(
+            RequestError::PayloadTooLarge { limit } => CtimError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("Request body is larger than {limit} bytes"),
             ),
-            RelayError::UnsupportedMediaType(content_type) => CtimError::new(
+            RequestError::UnsupportedMediaType(content_type) => CtimError::new(
                 ErrorCode::UnsupportedMediaType,
                 format!("Unsupported Content-Type {content_type:?}: expected application/json"),
             ),
-            RelayError::Internal(_) => CtimError::new(ErrorCode::Unknown, "Internal error"),
+            RequestError::Internal(_) => CtimError::new(ErrorCode::Unknown, "Internal error"),
         }
     }
 }
 
-impl ResponseError for RelayError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            RelayError::NotFound => StatusCode::NOT_FOUND,
-            RelayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            RelayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RelayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            RelayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::OK,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let error = self.to_ctim();
-        match self {
-            RelayError::Internal(detail) => tracing::error!(detail, "request failed"),
-            _ => tracing::warn!(
-                error_code = error.code.as_str(),
-                error_message = %error.message,
-                "request failed"
-            ),
-        }
-        HttpResponse::build(self.status_code()).json(ErrorEnvelope { errors: &[error] })
-    }
-}
-
-fn auth_error(error: &AuthError) -> CtimError {
+pub fn auth_error(error: &AuthError) -> CtimError {
     let reason = match error {
         AuthError::MissingHeader => "Authorization header is missing",
         AuthError::WrongType => "Wrong authorization type",
@@ -268,15 +164,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_envelope_has_type_code_and_message() {
-        let error = RelayError::InvalidPayload("0.value: missing field".to_owned()).to_ctim();
+    fn an_invalid_payload_says_so_first() {
+        let error = RequestError::InvalidPayload("0.value: missing field".to_owned()).to_ctim();
+        assert_eq!(error.code, ErrorCode::InvalidArgument);
         assert_eq!(
-            serde_json::to_value(ErrorEnvelope { errors: &[error] }).unwrap(),
-            json!({"errors": [{
-                "type": "fatal",
-                "code": "invalid argument",
-                "message": "Invalid JSON payload received. 0.value: missing field"
-            }]})
+            error.message,
+            "Invalid JSON payload received. 0.value: missing field"
         );
     }
 
@@ -321,27 +214,5 @@ mod tests {
         assert_eq!(seconds(Duration::from_secs(10)), "10");
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5");
         assert_eq!(seconds(Duration::from_millis(250)), "0.25");
-    }
-
-    #[test]
-    fn routing_errors_keep_their_status_and_content_errors_are_200() {
-        assert_eq!(RelayError::NotFound.status_code(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            RelayError::MethodNotAllowed.status_code(),
-            StatusCode::METHOD_NOT_ALLOWED
-        );
-        assert_eq!(
-            RelayError::PayloadTooLarge { limit: 1 }.status_code(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        assert_eq!(
-            RelayError::UnsupportedMediaType("text/plain".to_owned()).status_code(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        );
-        assert_eq!(
-            RelayError::Auth(AuthError::Expired).status_code(),
-            StatusCode::OK
-        );
-        assert_eq!(RelayError::HealthCheckFailed.status_code(), StatusCode::OK);
     }
 }

@@ -1,24 +1,25 @@
-//! What both providers share about talking HTTP to an upstream: one pooled
-//! client each, a bounded body read, and one classification of failures.
+//! What both providers share about talking HTTP to an upstream: the gate every
+//! call passes, a bounded body read, one retry for idempotent calls, and one
+//! classification of failures.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+mod gate;
+
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use reqwest::header::RETRY_AFTER;
-use reqwest::{Client, ClientBuilder, Method, Request, RequestBuilder, StatusCode};
-use tokio::sync::Semaphore;
+use reqwest::{Client, Method, Request, RequestBuilder, StatusCode};
 use url::Url;
 
-use super::{ProviderError, ProviderName};
-use crate::config::UpstreamSettings;
-use crate::metrics::Metrics;
+pub use gate::Gate;
+use gate::RateLimited;
 
-pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));
+use super::ProviderError;
+use crate::config::UpstreamSettings;
+use crate::domain::ProviderName;
+use crate::metrics::Metrics;
+use crate::outbound::Tls;
 
 /// A call with less time than this left is not started: it could not finish.
 const MIN_CALL_TIME: Duration = Duration::from_millis(10);
@@ -32,60 +33,16 @@ const RETRY_BACKOFF_MS: std::ops::RangeInclusive<u64> = 50..=150;
 /// it says.
 const RATE_LIMIT_DEFAULT: Duration = Duration::from_secs(2);
 const RATE_LIMIT_CAP: Duration = Duration::from_secs(300);
-/// Credentials remembered as rate limited, per provider.
-const RATE_LIMITED_CAPACITY: usize = 10_000;
 /// How much of a 429 answer is kept to repeat while the credential waits.
 const RATE_LIMITED_BODY_BYTES: usize = 4096;
 
-/// Builds the pooled client for one upstream: rustls with the bundled
-/// webpki roots (no CA files needed at run time), a total timeout per call, and
-/// no redirects, so credentials are never replayed to another host.
-pub fn client(settings: &UpstreamSettings) -> Result<Client, BuildError> {
-    Ok(client_builder(settings)?.build()?)
-}
-
-/// The builder behind [`client`], for a provider that adds to it.
-pub fn client_builder(settings: &UpstreamSettings) -> Result<ClientBuilder, BuildError> {
-    Ok(Client::builder()
-        .user_agent(USER_AGENT)
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout)
-        .redirect(reqwest::redirect::Policy::none())
+/// A builder for one runtime's client to an upstream: the relay's outbound
+/// policy (TLS, no redirects, the call timeout) with pooled connections kept
+/// a minute.
+pub fn client_builder(tls: &Tls, settings: &UpstreamSettings) -> reqwest::ClientBuilder {
+    tls.client_builder(settings.timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
-        .tls_backend_preconfigured(tls_config()?))
-}
-
-/// A client with no upstream policy (no redirects, the given total timeout):
-/// for the relay's own health check of itself.
-pub fn plain_client(timeout: Duration) -> Result<Client, BuildError> {
-    Ok(Client::builder()
-        .user_agent(USER_AGENT)
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_backend_preconfigured(tls_config()?)
-        .build()?)
-}
-
-/// Why an upstream client could not be built (at start-up only).
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-}
-
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 /// A finished upstream exchange: its status and the whole (bounded) body.
@@ -114,86 +71,6 @@ impl UpstreamResponse {
         } else {
             cut.replace(secret, "***")
         }
-    }
-}
-
-/// What every call to one provider passes through: the bound on calls in
-/// flight (`UPSTREAM_MAX_IN_FLIGHT`) and the memory of credentials the
-/// provider has rate limited (HTTP 429), so they are not sent again before
-/// its `Retry-After`.
-#[derive(Debug)]
-pub struct Gate {
-    in_flight: Semaphore,
-    /// Rate-limited credentials (by keyed hash). Rare: `any_rate_limited`
-    /// keeps the lock off the path of every call until the first 429.
-    rate_limited: RwLock<HashMap<u64, Arc<RateLimited>>>,
-    any_rate_limited: AtomicBool,
-    /// Most credentials remembered ([`RATE_LIMITED_CAPACITY`]).
-    capacity: usize,
-    hasher: RandomState,
-}
-
-#[derive(Debug)]
-struct RateLimited {
-    until: Instant,
-    /// The 429 answer (its body cut short), repeated until then.
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Gate {
-    pub fn new(settings: &UpstreamSettings) -> Self {
-        Self {
-            in_flight: Semaphore::new(settings.max_in_flight),
-            rate_limited: RwLock::new(HashMap::new()),
-            any_rate_limited: AtomicBool::new(false),
-            capacity: RATE_LIMITED_CAPACITY,
-            hasher: RandomState::new(),
-        }
-    }
-
-    /// The 429 a credential is waiting out, if any.
-    fn rate_limited(&self, credential: u64) -> Option<Arc<RateLimited>> {
-        if !self.any_rate_limited.load(Ordering::Relaxed) {
-            return None;
-        }
-        let limited = self
-            .rate_limited
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        limited
-            .get(&credential)
-            .filter(|limited| limited.until > Instant::now())
-            .cloned()
-    }
-
-    /// Remembers a 429. Expired entries are dropped first; when `capacity`
-    /// credentials are waiting, the one whose wait
-    /// ends first makes room.
-    fn remember(&self, credential: u64, limited: RateLimited) {
-        let mut map = self
-            .rate_limited
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        map.retain(|_, entry| entry.until > now);
-        if map.len() >= self.capacity && !map.contains_key(&credential) {
-            let soonest = map
-                .iter()
-                .min_by_key(|(_, entry)| entry.until)
-                .map(|(key, _)| *key);
-            if let Some(key) = soonest {
-                map.remove(&key);
-            }
-        }
-        map.insert(credential, Arc::new(limited));
-        self.any_rate_limited.store(true, Ordering::Relaxed);
-    }
-
-    /// The key under which a credential is remembered: a keyed hash, so the
-    /// gate never holds the credential itself.
-    pub fn credential(&self, credential: impl Hash) -> u64 {
-        self.hasher.hash_one(credential)
     }
 }
 
@@ -251,10 +128,10 @@ pub async fn send(
     let idempotent = request.method() == Method::GET;
 
     // Waiting for a place counts against the timeout.
-    let _permit = tokio::time::timeout(settings.timeout, endpoint.gate.in_flight.acquire())
+    let _permit = tokio::time::timeout(settings.timeout, endpoint.gate.place())
         .await
         .map_err(|_| timeout())?
-        .map_err(|_| timeout())?;
+        .ok_or_else(timeout)?;
 
     let retry = if idempotent {
         request.try_clone()
@@ -370,7 +247,10 @@ async fn attempt(
     endpoint.metrics.upstream_call(
         endpoint.provider.as_str(),
         endpoint.operation,
-        result.as_ref().map(|response| response.status.as_u16()),
+        result
+            .as_ref()
+            .map(|response| response.status.as_u16())
+            .map_err(ProviderError::kind),
         elapsed,
     );
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
@@ -563,43 +443,5 @@ mod tests {
         ] {
             assert!(!worth_retrying(&Err(error)));
         }
-    }
-
-    fn limited_for(wait: Duration) -> RateLimited {
-        RateLimited {
-            until: Instant::now() + wait,
-            status: StatusCode::TOO_MANY_REQUESTS,
-            body: b"slow down".to_vec(),
-        }
-    }
-
-    #[test]
-    fn the_gate_remembers_rate_limits_until_they_end_within_its_bound() {
-        let mut gate = Gate::new(&crate::config::Settings::default().upstream);
-        gate.capacity = 3;
-        let (a, b) = (gate.credential("key-a"), gate.credential("key-b"));
-        assert_ne!(a, b);
-        assert!(gate.rate_limited(a).is_none());
-        gate.remember(a, limited_for(Duration::from_secs(60)));
-        assert_eq!(gate.rate_limited(a).unwrap().body, b"slow down");
-        assert!(gate.rate_limited(b).is_none(), "per credential");
-        gate.remember(b, limited_for(Duration::ZERO));
-        assert!(gate.rate_limited(b).is_none(), "a wait that has ended");
-
-        // Full: the wait that ends first makes room.
-        let keys: Vec<u64> = (0..4).map(|n| gate.credential(n)).collect();
-        gate.remember(keys[0], limited_for(Duration::from_secs(10)));
-        gate.remember(keys[1], limited_for(Duration::from_secs(30)));
-        gate.remember(keys[2], limited_for(Duration::from_secs(90)));
-        let map = gate.rate_limited.read().unwrap();
-        assert_eq!(map.len(), 3);
-        assert!(!map.contains_key(&keys[0]));
-        assert!(map.contains_key(&a) && map.contains_key(&keys[2]));
-    }
-
-    #[test]
-    fn the_tls_configuration_builds() {
-        let config = tls_config().unwrap();
-        assert!(config.alpn_protocols.is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! Builds the application once: listener, shared state, routes.
+//! Builds the application: the listener, the state shared by every worker
+//! (once), each worker's own clients (in the `App` factory), the routes.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -8,36 +9,12 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-use crate::auth::{Authenticator, Credentials};
-use crate::config::{RequestLimits, Settings};
+use super::middleware::log_request;
+use super::routes;
+use super::state::{AppState, Worker};
+use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::providers::{EntitiesLimit, Providers, upstream};
-use crate::{routes, telemetry};
-
-/// What every request handler shares, built once at start-up.
-pub struct AppState {
-    pub providers: Providers,
-    pub limits: RequestLimits,
-    pub metrics: Arc<Metrics>,
-    entities_limit: EntitiesLimit,
-}
-
-impl AppState {
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, upstream::BuildError> {
-        Ok(Self {
-            providers: Providers::new(&settings.upstream, metrics.clone())?,
-            limits: settings.limits.clone(),
-            metrics,
-            entities_limit: settings.entities_limit,
-        })
-    }
-
-    /// The token's `CTR_ENTITIES_LIMIT`, else the configured one (which
-    /// defaults to 100).
-    pub fn entities_limit(&self, credentials: &Credentials) -> EntitiesLimit {
-        credentials.entities_limit.unwrap_or(self.entities_limit)
-    }
-}
+use crate::outbound::BuildError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -47,7 +24,7 @@ pub enum StartupError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Upstream(#[from] upstream::BuildError),
+    Clients(#[from] BuildError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
@@ -71,25 +48,30 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
 
+        let (shutdown_grace, workers) = (settings.shutdown_grace, settings.workers);
         let metrics = Arc::new(Metrics::new()?);
-        let state = web::Data::new(AppState::new(&settings, metrics.clone())?);
-        let authenticator = web::Data::new(Authenticator::new(
-            &settings,
-            upstream::client(&settings.upstream)?,
-            metrics,
-        ));
+        let state = web::Data::new(AppState::new(settings, metrics)?);
+        // One worker's clients, built and dropped now: what cannot be built
+        // stops the relay at start-up rather than in a worker.
+        Worker::new(&state)?;
         let mut server = HttpServer::new(move || {
+            let shared = state.clone();
             App::new()
-                .wrap(from_fn(telemetry::log_request))
+                .wrap(from_fn(log_request))
                 .app_data(state.clone())
-                .app_data(authenticator.clone())
+                // Built in the worker, on its runtime: the connections its
+                // clients pool are driven by this worker and die with it.
+                .data_factory(move || {
+                    let worker = Worker::new(&shared);
+                    async move { worker }
+                })
                 .configure(routes::configure)
         })
         // Signals are the caller's to handle (see `run_until`): actix would stop
         // abruptly on SIGINT, and tests must not react to the test runner's.
         .disable_signals()
-        .shutdown_timeout(settings.shutdown_grace.as_secs());
-        if let Some(workers) = settings.workers {
+        .shutdown_timeout(shutdown_grace.as_secs());
+        if let Some(workers) = workers {
             server = server.workers(workers);
         }
         let server = server.listen(listener)?.run();
@@ -113,26 +95,5 @@ impl Application {
         let stopping = handle.stop(true);
         let (result, ()) = tokio::join!(server, stopping);
         result
-    }
-}
-
-/// Completes on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let wait = |kind: SignalKind, name: &'static str| async move {
-        match signal(kind) {
-            Ok(mut stream) => {
-                stream.recv().await;
-                tracing::info!(signal = name, "signal received");
-            }
-            Err(error) => {
-                tracing::error!(signal = name, %error, "cannot listen for the signal");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = wait(SignalKind::terminate(), "SIGTERM") => {}
-        () = wait(SignalKind::interrupt(), "SIGINT") => {}
     }
 }

@@ -1,10 +1,67 @@
-//! A request body → the distinct, supported observables it names.
+//! Observables: what the relay is asked about, and reading them from a request.
 
 use std::collections::HashSet;
+use std::fmt;
 
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::ctim::{Observable, ObservableType};
+/// The observable types the relay knows; any other type in a request is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObservableType {
+    Ip,
+    Domain,
+    Url,
+}
+
+impl ObservableType {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ip" => Some(ObservableType::Ip),
+            "domain" => Some(ObservableType::Domain),
+            "url" => Some(ObservableType::Url),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObservableType::Ip => "ip",
+            ObservableType::Domain => "domain",
+            ObservableType::Url => "url",
+        }
+    }
+}
+
+impl fmt::Display for ObservableType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"type": "ip", "value": "192.0.2.1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Observable {
+    #[serde(rename = "type")]
+    pub kind: ObservableType,
+    pub value: String,
+}
+
+impl Observable {
+    pub fn new(kind: ObservableType, value: impl Into<String>) -> Self {
+        Self {
+            kind,
+            value: value.into(),
+        }
+    }
+}
+
+impl fmt::Display for Observable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.value)
+    }
+}
 
 /// At most this many problems are listed in one error message.
 const MAX_REPORTED_PROBLEMS: usize = 10;

@@ -1,20 +1,22 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{read_observables, respond};
-use crate::auth::Credentials;
-use crate::error::RelayError;
-use crate::providers::{Capability, fan_out};
-use crate::startup::AppState;
+use crate::domain::Credentials;
+use crate::enrich::RequestError;
+use crate::enrich::fan_out;
+use crate::http::{AppState, Worker};
+use crate::providers::Capability;
 
 /// POST /observe/observables: every supported observable at every provider.
 pub async fn observe(
     state: web::Data<AppState>,
+    worker: web::Data<Worker>,
     credentials: Credentials,
     request: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, RelayError> {
+) -> Result<HttpResponse, RequestError> {
     let observables = read_observables(&request, payload, &state.limits).await?;
-    let providers = state.providers.for_credentials(&credentials);
+    let providers = worker.providers.for_credentials(&credentials);
     let limit = state.entities_limit(&credentials);
     let outcome = fan_out(
         &providers,

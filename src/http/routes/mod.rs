@@ -16,10 +16,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::config::RequestLimits;
-use crate::ctim::{Entities, Observable, Reference, Verdicts};
-use crate::error::{CtimError, RelayError};
-use crate::observable::parse_observables;
-use crate::providers::Outcome;
+use crate::ctim::{CtimError, Entities, Reference, Verdicts};
+use crate::domain::{Observable, parse_observables};
+use crate::enrich::{Outcome, RequestError};
 
 /// Wires every endpoint. A known path with another method answers 405; an
 /// unknown path 404 (both with the JSON envelope).
@@ -54,12 +53,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-async fn not_found() -> Result<HttpResponse, RelayError> {
-    Err(RelayError::NotFound)
+async fn not_found() -> Result<HttpResponse, RequestError> {
+    Err(RequestError::NotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, RelayError> {
-    Err(RelayError::MethodNotAllowed)
+async fn method_not_allowed() -> Result<HttpResponse, RequestError> {
+    Err(RequestError::MethodNotAllowed)
 }
 
 /// `{"data": ...}` alone.
@@ -138,7 +137,7 @@ fn respond<T: Serialize + Found>(outcome: Outcome<T>) -> HttpResponse {
             .body(body),
         Err(error) => {
             tracing::error!(%error, "cannot serialize the answer");
-            RelayError::Internal("cannot serialize the answer").error_response()
+            RequestError::Internal("cannot serialize the answer").error_response()
         }
     }
 }
@@ -150,10 +149,10 @@ async fn read_observables(
     request: &HttpRequest,
     mut payload: web::Payload,
     limits: &RequestLimits,
-) -> Result<Vec<Observable>, RelayError> {
+) -> Result<Vec<Observable>, RequestError> {
     check_media_type(request)?;
     let limit = limits.max_body_bytes;
-    let too_large = RelayError::PayloadTooLarge { limit };
+    let too_large = RequestError::PayloadTooLarge { limit };
     let declared = request
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -165,18 +164,18 @@ async fn read_observables(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk: Bytes = chunk.map_err(|error| {
-            RelayError::InvalidPayload(format!("The body could not be read: {error}."))
+            RequestError::InvalidPayload(format!("The body could not be read: {error}."))
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large);
         }
         body.extend_from_slice(&chunk);
     }
-    parse_observables(&body, limits.max_observables).map_err(RelayError::InvalidPayload)
+    parse_observables(&body, limits.max_observables).map_err(RequestError::InvalidPayload)
 }
 
 /// JSON (`application/json` or any `+json` type) or no declared type at all.
-fn check_media_type(request: &HttpRequest) -> Result<(), RelayError> {
+fn check_media_type(request: &HttpRequest) -> Result<(), RequestError> {
     let declared = || {
         request
             .headers()
@@ -192,6 +191,6 @@ fn check_media_type(request: &HttpRequest) -> Result<(), RelayError> {
         {
             Ok(())
         }
-        _ => Err(RelayError::UnsupportedMediaType(declared())),
+        _ => Err(RequestError::UnsupportedMediaType(declared())),
     }
 }

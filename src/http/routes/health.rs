@@ -2,10 +2,10 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::Data;
-use crate::auth::Credentials;
-use crate::error::ErrorEnvelope;
-use crate::providers;
-use crate::startup::AppState;
+use crate::ctim::ErrorEnvelope;
+use crate::domain::Credentials;
+use crate::enrich;
+use crate::http::Worker;
 
 #[derive(Serialize)]
 struct Status {
@@ -14,9 +14,9 @@ struct Status {
 
 /// POST /health: every provider the token has credentials for answers and
 /// accepts them.
-pub async fn health(state: web::Data<AppState>, credentials: Credentials) -> HttpResponse {
-    let providers = state.providers.for_credentials(&credentials);
-    let errors = providers::health(&providers).await;
+pub async fn health(worker: web::Data<Worker>, credentials: Credentials) -> HttpResponse {
+    let providers = worker.providers.for_credentials(&credentials);
+    let errors = enrich::health(&providers).await;
     if errors.is_empty() {
         HttpResponse::Ok().json(Data {
             data: Status { status: "ok" },

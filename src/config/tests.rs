@@ -1,0 +1,199 @@
+//! Settings from variables: defaults, every variable, and bad values.
+
+use super::*;
+use std::time::Duration;
+
+fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::from_vars(
+        vars.iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    )
+}
+
+fn error_variable(vars: &[(&str, &str)]) -> &'static str {
+    settings(vars).unwrap_err().variable
+}
+
+#[test]
+fn nothing_set_gives_the_documented_defaults() {
+    let settings = settings(&[]).unwrap();
+    assert_eq!(settings.port, 9090);
+    assert_eq!(settings.host.to_string(), "0.0.0.0");
+    assert!(settings.secret_key.is_none());
+    assert_eq!(settings.jwks.hosts.len(), 3);
+    assert_eq!(
+        settings.jwks.hosts[1].authority(),
+        "visibility.eu.amp.cisco.com"
+    );
+    assert!(settings.relay_audience.is_none());
+    assert_eq!(settings.entities_limit.get(), 100);
+    assert_eq!(
+        settings.upstream.c1fapp_api_url.as_str(),
+        DEFAULT_C1FAPP_API_URL
+    );
+    assert_eq!(settings.upstream.timeout, Duration::from_secs(10));
+    assert_eq!(settings.limits.max_body_bytes, 1024 * 1024);
+    assert_eq!(settings.limits.max_observables, 1000);
+    assert_eq!(settings.log.filter, "info");
+    assert_eq!(settings.log.format, LogFormat::Json);
+    assert!(!settings.upstream.allow_private_hosts);
+    assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(settings.workers, None);
+    assert_eq!(
+        settings.upstream.cache.ttl, None,
+        "the result cache is off by default"
+    );
+    assert_eq!(settings.upstream.cache.max_entries, 10_000);
+    assert_eq!(settings.upstream.max_in_flight, 1024);
+}
+
+#[test]
+fn a_zero_ttl_keeps_the_result_cache_off() {
+    let settings = settings(&[("RESULT_CACHE_TTL_SECONDS", "0")]).unwrap();
+    assert_eq!(settings.upstream.cache.ttl, None);
+}
+
+#[test]
+fn every_variable_is_read() {
+    let settings = settings(&[
+        ("PORT", "8080"),
+        ("HOST", "127.0.0.1"),
+        ("SECRET_KEY", "s3cret"),
+        (
+            "JWKS_HOSTS",
+            "http://127.0.0.1:9999, visibility.amp.cisco.com",
+        ),
+        ("RELAY_AUDIENCE", "https://relay.example.com"),
+        ("CTR_ENTITIES_LIMIT", "5000"),
+        ("C1FAPP_API_URL", "http://127.0.0.1:1234/api/"),
+        ("UPSTREAM_TIMEOUT_SECONDS", "2.5"),
+        ("RUST_LOG", "debug"),
+        ("LOG_FORMAT", "text"),
+        ("MAX_REQUEST_BYTES", "2048"),
+        ("MAX_OBSERVABLES", "10"),
+        ("LOOKUP_CONCURRENCY", "4"),
+        ("MAX_UPSTREAM_RESPONSE_BYTES", "4096"),
+        ("CYBERSCAN_ALLOW_PRIVATE_HOSTS", "true"),
+        ("SHUTDOWN_GRACE_SECONDS", "5"),
+        ("WORKERS", "3"),
+        ("RESULT_CACHE_TTL_SECONDS", "30"),
+        ("RESULT_CACHE_MAX_ENTRIES", "500"),
+        ("UPSTREAM_MAX_IN_FLIGHT", "64"),
+    ])
+    .unwrap();
+    assert_eq!(settings.port, 8080);
+    assert_eq!(settings.host.to_string(), "127.0.0.1");
+    assert_eq!(settings.secret_key.unwrap().expose(), "s3cret");
+    assert_eq!(settings.jwks.hosts.len(), 2);
+    assert_eq!(
+        settings.jwks.hosts[0].jwks_url().as_str(),
+        "http://127.0.0.1:9999/.well-known/jwks"
+    );
+    assert_eq!(
+        settings.relay_audience.as_deref(),
+        Some("https://relay.example.com")
+    );
+    assert_eq!(settings.entities_limit.get(), 1000, "clamped");
+    assert_eq!(
+        settings.upstream.c1fapp_api_url.as_str(),
+        "http://127.0.0.1:1234/api/"
+    );
+    assert_eq!(settings.upstream.timeout, Duration::from_millis(2500));
+    assert_eq!(settings.upstream.max_response_bytes, 4096);
+    assert!(settings.upstream.allow_private_hosts);
+    assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(settings.workers, Some(3));
+    assert_eq!(settings.upstream.max_in_flight, 64);
+    assert_eq!(
+        settings.upstream.cache,
+        ResultCacheSettings {
+            ttl: Some(Duration::from_secs(30)),
+            max_entries: 500
+        }
+    );
+    assert_eq!(settings.log.filter, "debug");
+    assert_eq!(settings.log.format, LogFormat::Text);
+    assert_eq!(settings.limits.max_body_bytes, 2048);
+    assert_eq!(settings.limits.max_observables, 10);
+    assert_eq!(settings.limits.lookup_concurrency, 4);
+}
+
+#[test]
+fn a_bad_value_names_its_variable() {
+    assert_eq!(error_variable(&[("PORT", "http")]), "PORT");
+    assert_eq!(error_variable(&[("PORT", "70000")]), "PORT");
+    assert_eq!(error_variable(&[("HOST", "not an ip")]), "HOST");
+    assert_eq!(error_variable(&[("SECRET_KEY", "")]), "SECRET_KEY");
+    assert_eq!(error_variable(&[("JWKS_HOSTS", "ftp://x")]), "JWKS_HOSTS");
+    assert_eq!(error_variable(&[("JWKS_HOSTS", " , ")]), "JWKS_HOSTS");
+    assert_eq!(error_variable(&[("RELAY_AUDIENCE", " ")]), "RELAY_AUDIENCE");
+    assert_eq!(
+        error_variable(&[("CTR_ENTITIES_LIMIT", "0")]),
+        "CTR_ENTITIES_LIMIT"
+    );
+    assert_eq!(
+        error_variable(&[("CTR_ENTITIES_LIMIT", "many")]),
+        "CTR_ENTITIES_LIMIT"
+    );
+    assert_eq!(
+        error_variable(&[("C1FAPP_API_URL", "not a url")]),
+        "C1FAPP_API_URL"
+    );
+    assert_eq!(
+        error_variable(&[("C1FAPP_API_URL", "file:///etc/passwd")]),
+        "C1FAPP_API_URL"
+    );
+    assert_eq!(
+        error_variable(&[("UPSTREAM_TIMEOUT_SECONDS", "0")]),
+        "UPSTREAM_TIMEOUT_SECONDS"
+    );
+    assert_eq!(
+        error_variable(&[("UPSTREAM_TIMEOUT_SECONDS", "NaN")]),
+        "UPSTREAM_TIMEOUT_SECONDS"
+    );
+    assert_eq!(error_variable(&[("RUST_LOG", "[[[")]), "RUST_LOG");
+    assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+    assert_eq!(
+        error_variable(&[("MAX_REQUEST_BYTES", "-1")]),
+        "MAX_REQUEST_BYTES"
+    );
+    assert_eq!(
+        error_variable(&[("MAX_OBSERVABLES", "0")]),
+        "MAX_OBSERVABLES"
+    );
+    assert_eq!(
+        error_variable(&[("LOOKUP_CONCURRENCY", "x")]),
+        "LOOKUP_CONCURRENCY"
+    );
+    assert_eq!(
+        error_variable(&[("SHUTDOWN_GRACE_SECONDS", "1.5")]),
+        "SHUTDOWN_GRACE_SECONDS"
+    );
+    assert_eq!(error_variable(&[("WORKERS", "0")]), "WORKERS");
+    assert_eq!(
+        error_variable(&[("UPSTREAM_MAX_IN_FLIGHT", "none")]),
+        "UPSTREAM_MAX_IN_FLIGHT"
+    );
+    assert_eq!(
+        error_variable(&[("RESULT_CACHE_TTL_SECONDS", "-5")]),
+        "RESULT_CACHE_TTL_SECONDS"
+    );
+    assert_eq!(
+        error_variable(&[("RESULT_CACHE_MAX_ENTRIES", "0")]),
+        "RESULT_CACHE_MAX_ENTRIES"
+    );
+}
+
+#[test]
+fn the_error_message_starts_with_the_variable() {
+    let message = settings(&[("PORT", "abc")]).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "invalid configuration: PORT: \"abc\" is not a port number (0-65535)"
+    );
+}
+
+#[test]
+fn unrelated_variables_are_ignored() {
+    assert!(settings(&[("PATH", "/bin"), ("HOME", "/root")]).is_ok());
+}

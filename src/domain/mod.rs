@@ -1,0 +1,17 @@
+//! The bottom layer: plain domain types that every other layer uses and that
+//! import nothing else of the crate. A value of one of these types is valid
+//! (constructors parse and return `Result` or `Option`).
+
+mod credentials;
+mod jwks_host;
+mod limit;
+mod observable;
+mod provider;
+mod secret;
+
+pub use credentials::{C1fAppCredentials, Credentials, CyberScanCredentials, api_base_url};
+pub use jwks_host::JwksHost;
+pub use limit::EntitiesLimit;
+pub use observable::{Observable, ObservableType, parse_observables};
+pub use provider::ProviderName;
+pub use secret::Secret;

@@ -1,0 +1,93 @@
+//! What every front end asks of the relay: look observables up at the
+//! providers a caller's credentials allow, concurrently, and gather the data
+//! and the distinct errors. `errors.rs` is the one place where an error becomes
+//! the CTIM error a caller sees, whichever front end it came through.
+
+pub mod errors;
+
+use std::future::Future;
+
+use futures_util::stream::{self, StreamExt};
+
+pub use errors::RequestError;
+
+use crate::ctim::CtimError;
+use crate::domain::Observable;
+use crate::providers::{Capability, Provider, ProviderError};
+
+/// The data a request found, and the distinct errors met on the way.
+#[derive(Debug, Default)]
+pub struct Outcome<T> {
+    pub data: T,
+    pub errors: Vec<CtimError>,
+}
+
+impl<T> Outcome<T> {
+    fn record(&mut self, error: &ProviderError) {
+        let ctim = errors::provider_error(error);
+        if !self.errors.contains(&ctim) {
+            self.errors.push(ctim);
+        }
+    }
+}
+
+/// Calls `call` for every (observable, provider) pair where the provider supports
+/// `capability` for the observable's type, at most `concurrency` at a time, and
+/// merges the results in request order (observables first, then providers).
+/// A failed call adds its error and keeps everything else.
+pub async fn fan_out<'a, T, F, Fut>(
+    providers: &'a [Provider<'a>],
+    observables: &'a [Observable],
+    capability: Capability,
+    concurrency: usize,
+    call: F,
+    merge: impl Fn(&mut T, T),
+) -> Outcome<T>
+where
+    T: Default,
+    F: Fn(&'a Provider<'a>, &'a Observable) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let calls = observables.iter().flat_map(|observable| {
+        providers
+            .iter()
+            .filter(move |provider| provider.supports(capability, observable.kind))
+            .map(move |provider| (provider, observable))
+    });
+    let mut results = stream::iter(calls)
+        .map(|(provider, observable)| {
+            let call = call(provider, observable);
+            async move { (provider.name(), observable, call.await) }
+        })
+        .buffered(concurrency.max(1));
+
+    let mut outcome = Outcome::<T>::default();
+    while let Some((provider, observable, result)) = results.next().await {
+        match result {
+            Ok(found) => merge(&mut outcome.data, found),
+            Err(error) => {
+                tracing::warn!(
+                    provider = %provider,
+                    observable = %observable,
+                    error = %error,
+                    "lookup failed"
+                );
+                outcome.record(&error);
+            }
+        }
+    }
+    outcome
+}
+
+/// Checks every provider of the request, concurrently; the distinct errors.
+pub async fn health(providers: &[Provider<'_>]) -> Vec<CtimError> {
+    let results = futures_util::future::join_all(providers.iter().map(Provider::health)).await;
+    let mut outcome = Outcome::<()>::default();
+    for (provider, result) in providers.iter().zip(results) {
+        if let Err(error) = result {
+            tracing::warn!(provider = %provider.name(), error = %error, "health check failed");
+            outcome.record(&error);
+        }
+    }
+    outcome.errors
+}

@@ -1,0 +1,67 @@
+//! What the handlers use: [`AppState`], built once and shared by every worker,
+//! and [`Worker`], built by each worker for itself.
+
+use std::sync::Arc;
+
+use crate::auth::{Authenticator, KeyCache};
+use crate::config::{RequestLimits, Settings};
+use crate::domain::{Credentials, EntitiesLimit};
+use crate::metrics::Metrics;
+use crate::outbound::{BuildError, Tls};
+use crate::providers::{ProviderState, Providers};
+
+/// Shared by every worker and built once: limits, metrics, and the state of
+/// the providers and of authentication (caches, in-flight bounds, rate-limit
+/// memory). It holds no connection.
+pub struct AppState {
+    pub limits: RequestLimits,
+    pub metrics: Arc<Metrics>,
+    settings: Settings,
+    providers: ProviderState,
+    keys: Arc<KeyCache>,
+    tls: Tls,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
+        let tls = Tls::new()?;
+        Ok(Self {
+            limits: settings.limits.clone(),
+            providers: ProviderState::new(&settings.upstream, tls.clone(), metrics.clone()),
+            keys: Arc::new(KeyCache::new(&settings.jwks, metrics.clone())),
+            metrics,
+            settings,
+            tls,
+        })
+    }
+
+    /// The token's `CTR_ENTITIES_LIMIT`, else the configured one (which
+    /// defaults to 100).
+    pub fn entities_limit(&self, credentials: &Credentials) -> EntitiesLimit {
+        credentials
+            .entities_limit
+            .unwrap_or(self.settings.entities_limit)
+    }
+}
+
+/// One worker's own: the upstream and key-set HTTP clients, whose pooled
+/// connections this worker's runtime drives. Built in the worker (the `App`
+/// factory), so a worker that stops first never takes with it a connection
+/// another worker is using.
+pub struct Worker {
+    pub providers: Providers,
+    pub authenticator: Authenticator,
+}
+
+impl Worker {
+    pub fn new(state: &AppState) -> Result<Self, BuildError> {
+        Ok(Self {
+            providers: Providers::new(&state.providers)?,
+            authenticator: Authenticator::new(
+                &state.settings,
+                state.keys.clone(),
+                state.tls.client(state.settings.upstream.timeout)?,
+            ),
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! How the relay builds its outbound HTTP clients: rustls with the bundled
+//! webpki roots (no OpenSSL, no CA files at run time), no redirects, a total
+//! timeout per call, and the relay's User-Agent.
+//!
+//! A client holds a connection pool whose connections live on the runtime that
+//! opened them, so clients are built per runtime (each HTTP worker, the Threat
+//! Bus loop), never shared between runtimes. The TLS configuration is the
+//! expensive part and is built once ([`Tls`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Client, ClientBuilder};
+
+pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));
+
+/// Why a client could not be built (at start-up only).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The TLS client configuration every outbound client uses: built once, cheap
+/// to clone.
+#[derive(Debug, Clone)]
+pub struct Tls(rustls::ClientConfig);
+
+impl Tls {
+    pub fn new() -> Result<Self, BuildError> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self(config))
+    }
+
+    /// A builder with the relay's policy: this TLS configuration, no redirects
+    /// (credentials are never replayed to another host), `timeout` for the
+    /// whole call and for connecting, and the relay's User-Agent.
+    pub fn client_builder(&self, timeout: Duration) -> ClientBuilder {
+        Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(self.0.clone())
+    }
+
+    /// [`Self::client_builder`], built.
+    pub fn client(&self, timeout: Duration) -> Result<Client, BuildError> {
+        Ok(self.client_builder(timeout).build()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_configuration_builds() {
+        let tls = Tls::new().unwrap();
+        assert!(tls.0.alpn_protocols.is_empty());
+        assert!(tls.client(Duration::from_secs(1)).is_ok());
+    }
+}

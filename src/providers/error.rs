@@ -1,0 +1,61 @@
+//! Failed upstream calls, named by what went wrong.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::domain::ProviderName;
+
+/// A failed upstream call, named by what went wrong. Turned into a CTIM error
+/// only in `enrich/errors.rs`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider} answered HTTP {status}")]
+    UnexpectedStatus {
+        provider: ProviderName,
+        status: u16,
+        body: String,
+    },
+    #[error("{provider} rejected the API key")]
+    WrongApiKey { provider: ProviderName },
+    #[error("{provider} sent an unexpected body: {detail}")]
+    Malformed {
+        provider: ProviderName,
+        detail: String,
+    },
+    #[error("TLS handshake with {provider} failed: {reason}")]
+    Tls {
+        provider: ProviderName,
+        reason: String,
+    },
+    #[error("cannot connect to {provider} at {url}")]
+    Connect { provider: ProviderName, url: Url },
+    #[error("{provider} closed the connection mid-response")]
+    Interrupted { provider: ProviderName },
+    #[error("{provider} did not answer within {after:?}")]
+    Timeout {
+        provider: ProviderName,
+        after: Duration,
+    },
+    #[error("{provider} sent more than {limit} bytes")]
+    TooLarge {
+        provider: ProviderName,
+        limit: usize,
+    },
+}
+
+impl ProviderError {
+    /// A short, stable label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::UnexpectedStatus { .. } => "status",
+            ProviderError::WrongApiKey { .. } => "wrong_api_key",
+            ProviderError::Malformed { .. } => "malformed",
+            ProviderError::Tls { .. } => "tls",
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Interrupted { .. } => "interrupted",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::TooLarge { .. } => "too_large",
+        }
+    }
+}
