@@ -19,17 +19,8 @@ MAX_RSS_MB=${LOAD_MAX_RSS_MB:-256}
 source scripts/lib.sh
 
 # The relay under test is a release build (the shipped static one when it is
-# there, as after scripts/container-check.sh); the mock and the load
-# generator are light and run as debug builds.
-if [ -z "${LOAD_RELAY:-}" ]; then
-  if [ -x target/x86_64-unknown-linux-musl/release/ctr-relay ]; then
-    LOAD_RELAY=target/x86_64-unknown-linux-musl/release/ctr-relay
-  else
-    log "building the relay (release)"
-    cargo build --release --locked --bin ctr-relay
-    LOAD_RELAY=target/release/ctr-relay
-  fi
-fi
+# there); the mock and the load generator are light and run as debug builds.
+LOAD_RELAY=$(relay_binary)
 log "building the mock upstream and the load generator"
 cargo build --locked --example mock_upstream --example load_test
 
