@@ -3,6 +3,9 @@
 //! crate root) names a module of a lower layer, or the module itself. Provider
 //! modules do not import each other.
 
+// Tests may panic: that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -17,11 +17,23 @@ mod parse;
 mod tests;
 
 pub use credentials::credentials_from;
-use parse::{parse_bool, parse_jwks_hosts, parse_seconds, parse_url, positive, present};
+use parse::{parse_bool, parse_jwks_hosts, parse_seconds, parse_url, present, whole};
 
 pub const DEFAULT_C1FAPP_API_URL: &str = "https://www.c1fapp.com/cifapp/api/";
 pub const DEFAULT_JWKS_HOSTS: &str =
     "visibility.amp.cisco.com,visibility.eu.amp.cisco.com,visibility.apjc.amp.cisco.com";
+
+/// Upper bounds of the numeric settings: beyond them a semaphore, a thread
+/// pool or a cache could not be built (or would take the machine), so a
+/// larger value is a configuration error rather than a panic at start-up.
+pub const MAX_IN_FLIGHT: usize = 1_000_000;
+pub const MAX_LOOKUP_CONCURRENCY: usize = 10_000;
+/// actix-web's own limit.
+pub const MAX_WORKERS: usize = 512;
+pub const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+pub const MAX_OBSERVABLES: usize = 100_000;
+/// For every byte-size setting: 1 GiB.
+pub const MAX_BYTES: usize = 1 << 30;
 
 /// The environment variables the relay reads; used to reject non-UTF-8 values.
 const VARIABLES: &[&str] = &[
@@ -287,10 +299,11 @@ impl Settings {
             Some(text) => parse_seconds("UPSTREAM_TIMEOUT_SECONDS", &text)?,
             None => defaults.upstream.timeout,
         };
-        let max_response_bytes = positive(
+        let max_response_bytes = whole(
             "MAX_UPSTREAM_RESPONSE_BYTES",
             raw.max_upstream_response_bytes,
             defaults.upstream.max_response_bytes,
+            1..=MAX_BYTES,
         )?;
         let allow_private_hosts = match present(
             "CYBERSCAN_ALLOW_PRIVATE_HOSTS",
@@ -305,41 +318,39 @@ impl Settings {
                 Some(text) => Some(parse_seconds("RESULT_CACHE_TTL_SECONDS", &text)?),
                 None => defaults.upstream.cache.ttl,
             },
-            max_entries: positive(
+            max_entries: whole(
                 "RESULT_CACHE_MAX_ENTRIES",
                 raw.result_cache_max_entries,
-                10_000,
+                defaults.upstream.cache.max_entries as usize,
+                1..=MAX_CACHE_ENTRIES as usize,
             )? as u64,
         };
         let limits = RequestLimits {
-            max_body_bytes: positive(
+            max_body_bytes: whole(
                 "MAX_REQUEST_BYTES",
                 raw.max_request_bytes,
                 defaults.limits.max_body_bytes,
+                1..=MAX_BYTES,
             )?,
-            max_observables: positive(
+            max_observables: whole(
                 "MAX_OBSERVABLES",
                 raw.max_observables,
                 defaults.limits.max_observables,
+                1..=MAX_OBSERVABLES,
             )?,
-            lookup_concurrency: positive(
+            lookup_concurrency: whole(
                 "LOOKUP_CONCURRENCY",
                 raw.lookup_concurrency,
                 defaults.limits.lookup_concurrency,
+                1..=MAX_LOOKUP_CONCURRENCY,
             )?,
         };
-        let shutdown_grace = match present("SHUTDOWN_GRACE_SECONDS", raw.shutdown_grace_seconds)? {
-            Some(text) => match text.parse::<u64>() {
-                Ok(seconds) if seconds <= 3600 => Duration::from_secs(seconds),
-                _ => {
-                    return Err(ConfigError::new(
-                        "SHUTDOWN_GRACE_SECONDS",
-                        format!("{text:?} is not a whole number of seconds from 0 to 3600"),
-                    ));
-                }
-            },
-            None => defaults.shutdown_grace,
-        };
+        let shutdown_grace = Duration::from_secs(whole(
+            "SHUTDOWN_GRACE_SECONDS",
+            raw.shutdown_grace_seconds,
+            defaults.shutdown_grace.as_secs() as usize,
+            0..=3600,
+        )? as u64);
         let filter = match present("RUST_LOG", raw.rust_log)? {
             Some(text) => {
                 tracing_subscriber::EnvFilter::try_new(&text)
@@ -375,17 +386,18 @@ impl Settings {
                 max_response_bytes,
                 allow_private_hosts,
                 cache,
-                max_in_flight: positive(
+                max_in_flight: whole(
                     "UPSTREAM_MAX_IN_FLIGHT",
                     raw.upstream_max_in_flight,
                     defaults.upstream.max_in_flight,
+                    1..=MAX_IN_FLIGHT,
                 )?,
             },
             limits,
             log: LogSettings { filter, format },
             shutdown_grace,
             workers: match present("WORKERS", raw.workers)? {
-                Some(text) => Some(positive("WORKERS", Some(text), 1)?),
+                Some(text) => Some(whole("WORKERS", Some(text), 1, 1..=MAX_WORKERS)?),
                 None => None,
             },
         })

@@ -1,5 +1,6 @@
 //! Reading one variable's text into a value, or a [`ConfigError`] naming it.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use url::Url;
@@ -23,17 +24,25 @@ pub(super) fn present(
     }
 }
 
-pub(super) fn positive(
+/// A whole number within `range`: the default when unset, else an error
+/// naming the variable and the range (text, signs, fractions, exponents and
+/// numbers too large for any integer type are all refused).
+pub(super) fn whole(
     variable: &'static str,
     value: Option<String>,
     default: usize,
+    range: RangeInclusive<usize>,
 ) -> Result<usize, ConfigError> {
     match present(variable, value)? {
         Some(text) => match text.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
+            Ok(n) if range.contains(&n) => Ok(n),
             _ => Err(ConfigError::new(
                 variable,
-                format!("{text:?} is not a positive integer"),
+                format!(
+                    "{text:?} is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
             )),
         },
         None => Ok(default),
@@ -63,15 +72,21 @@ pub(super) fn parse_url(variable: &'static str, text: &str) -> Result<Url, Confi
     }
 }
 
+/// The shortest duration a setting may have: a timeout of less cannot be met.
+const MIN_SECONDS: f64 = 0.001;
+/// The longest: an hour.
+const MAX_SECONDS: f64 = 3600.0;
+
+/// A number of seconds (decimals allowed) from a millisecond to an hour.
 pub(super) fn parse_seconds(variable: &'static str, text: &str) -> Result<Duration, ConfigError> {
     text.parse::<f64>()
         .ok()
-        .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds <= 3600.0)
+        .filter(|seconds| (MIN_SECONDS..=MAX_SECONDS).contains(seconds))
         .map(Duration::from_secs_f64)
         .ok_or_else(|| {
             ConfigError::new(
                 variable,
-                format!("{text:?} is not a number of seconds between 0 and 3600"),
+                format!("{text:?} is not a number of seconds from {MIN_SECONDS} to {MAX_SECONDS}"),
             )
         })
 }

@@ -197,3 +197,122 @@ fn the_error_message_starts_with_the_variable() {
 fn unrelated_variables_are_ignored() {
     assert!(settings(&[("PATH", "/bin"), ("HOME", "/root")]).is_ok());
 }
+
+/// Every numeric and duration variable, with the range it accepts.
+const NUMERIC: &[&str] = &[
+    "PORT",
+    "UPSTREAM_TIMEOUT_SECONDS",
+    "MAX_REQUEST_BYTES",
+    "MAX_OBSERVABLES",
+    "LOOKUP_CONCURRENCY",
+    "MAX_UPSTREAM_RESPONSE_BYTES",
+    "SHUTDOWN_GRACE_SECONDS",
+    "WORKERS",
+    "RESULT_CACHE_TTL_SECONDS",
+    "RESULT_CACHE_MAX_ENTRIES",
+    "UPSTREAM_MAX_IN_FLIGHT",
+    "CTR_ENTITIES_LIMIT",
+];
+
+#[test]
+fn every_numeric_variable_at_its_extremes_is_a_value_or_an_error_naming_it() {
+    let extremes = [
+        "0",
+        "1",
+        "-1",
+        "0.0001",
+        "1.5",
+        "1e3",
+        "1e400",
+        "0x10",
+        "NaN",
+        "inf",
+        "+5",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999999999999999",
+    ];
+    for variable in NUMERIC {
+        for value in extremes {
+            match settings(&[(variable, value)]) {
+                Ok(settings) => assert_within_bounds(&settings, variable, value),
+                Err(error) => assert_eq!(error.variable, *variable, "{variable}={value}: {error}"),
+            }
+        }
+    }
+}
+
+/// What an accepted value may become: nothing a semaphore, a thread pool or
+/// a cache cannot be built with.
+fn assert_within_bounds(settings: &Settings, variable: &str, value: &str) {
+    let context = format!("{variable}={value}");
+    assert!(
+        settings.upstream.max_in_flight <= MAX_IN_FLIGHT,
+        "{context}"
+    );
+    assert!(
+        settings.limits.lookup_concurrency <= MAX_LOOKUP_CONCURRENCY,
+        "{context}"
+    );
+    assert!(settings.workers.unwrap_or(1) <= MAX_WORKERS, "{context}");
+    assert!(
+        settings.upstream.cache.max_entries <= MAX_CACHE_ENTRIES,
+        "{context}"
+    );
+    assert!(
+        settings.upstream.max_response_bytes <= MAX_BYTES,
+        "{context}"
+    );
+    assert!(settings.limits.max_body_bytes <= MAX_BYTES, "{context}");
+    assert!(
+        settings.upstream.timeout >= Duration::from_millis(1),
+        "{context}"
+    );
+    assert!(
+        settings.upstream.timeout <= Duration::from_secs(3600),
+        "{context}"
+    );
+}
+
+#[test]
+fn the_largest_accepted_values_are_accepted_and_one_more_is_not() {
+    for (variable, largest, too_large) in [
+        ("UPSTREAM_MAX_IN_FLIGHT", MAX_IN_FLIGHT, MAX_IN_FLIGHT + 1),
+        (
+            "LOOKUP_CONCURRENCY",
+            MAX_LOOKUP_CONCURRENCY,
+            MAX_LOOKUP_CONCURRENCY + 1,
+        ),
+        ("WORKERS", MAX_WORKERS, MAX_WORKERS + 1),
+        ("MAX_REQUEST_BYTES", MAX_BYTES, MAX_BYTES + 1),
+        ("MAX_UPSTREAM_RESPONSE_BYTES", MAX_BYTES, MAX_BYTES + 1),
+        ("MAX_OBSERVABLES", MAX_OBSERVABLES, MAX_OBSERVABLES + 1),
+        (
+            "RESULT_CACHE_MAX_ENTRIES",
+            MAX_CACHE_ENTRIES as usize,
+            MAX_CACHE_ENTRIES as usize + 1,
+        ),
+    ] {
+        assert!(
+            settings(&[(variable, &largest.to_string())]).is_ok(),
+            "{variable}"
+        );
+        let error = settings(&[(variable, &too_large.to_string())]).unwrap_err();
+        assert_eq!(error.variable, variable);
+        assert!(
+            error.message.contains(&largest.to_string()),
+            "the message names the bound: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_zero_timeout_is_refused_with_a_message_that_says_why() {
+    let error = settings(&[("UPSTREAM_TIMEOUT_SECONDS", "0")]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid configuration: UPSTREAM_TIMEOUT_SECONDS: \"0\" is not a number of seconds \
+         from 0.001 to 3600"
+    );
+}

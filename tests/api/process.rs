@@ -149,6 +149,67 @@ fn a_bad_setting_stops_the_relay_with_the_variable_named() {
 }
 
 #[test]
+fn a_setting_beyond_its_bound_is_an_error_naming_it_not_a_panic() {
+    for variable in [
+        "UPSTREAM_MAX_IN_FLIGHT",
+        "WORKERS",
+        "LOOKUP_CONCURRENCY",
+        "RESULT_CACHE_MAX_ENTRIES",
+        "MAX_UPSTREAM_RESPONSE_BYTES",
+    ] {
+        for command in ["serve", "threatbus"] {
+            let (code, _, stderr) = run(
+                &[command],
+                &[
+                    (variable, "18446744073709551615"),
+                    ("C1FAPP_KEY", "key"),
+                    ("RESULT_CACHE_TTL_SECONDS", "5"),
+                ],
+            );
+            assert_eq!(code, Some(1), "{command} {variable}: {stderr}");
+            assert!(
+                stderr.starts_with(&format!("ctr-relay: invalid configuration: {variable}: ")),
+                "{command} {variable}: {stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_relay_serves_with_every_setting_at_its_largest_accepted_value() {
+    let c1fapp = slow_c1fapp(Duration::ZERO).await;
+    let mut envs = c1fapp_env(&c1fapp);
+    for (variable, value) in [
+        ("UPSTREAM_MAX_IN_FLIGHT", "1000000"),
+        ("WORKERS", "512"),
+        ("LOOKUP_CONCURRENCY", "10000"),
+        ("RESULT_CACHE_TTL_SECONDS", "3600"),
+        ("RESULT_CACHE_MAX_ENTRIES", "10000000"),
+        ("MAX_UPSTREAM_RESPONSE_BYTES", "1073741824"),
+        ("MAX_REQUEST_BYTES", "1073741824"),
+        ("MAX_OBSERVABLES", "100000"),
+        ("UPSTREAM_TIMEOUT_SECONDS", "3600"),
+        ("SHUTDOWN_GRACE_SECONDS", "3600"),
+        ("CTR_ENTITIES_LIMIT", "99999999999999999999"),
+    ] {
+        envs.push((variable, value.to_owned()));
+    }
+    let relay = Relay::start(&envs).await;
+    let response = test_client()
+        .post(relay.url("/observe/observables"))
+        .bearer_auth(hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY))
+        .json(&json!([observable("ip", "192.0.2.10")]))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["sightings"]["count"], 1, "{body}");
+    relay.signal("TERM");
+    let (code, output) = relay.wait().await;
+    assert_eq!(code, Some(0), "{output}");
+}
+
+#[test]
 fn threatbus_mode_needs_provider_credentials_and_a_tcp_endpoint() {
     for (args, envs, named) in [
         (vec!["threatbus"], vec![], "C1FAPP_KEY"),
