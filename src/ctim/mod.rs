@@ -23,6 +23,25 @@ use serde::ser::SerializeStruct;
 /// The CTIM release every entity declares.
 pub const SCHEMA_VERSION: &str = "1.3.28";
 
+/// The most characters of upstream text copied into one CTIM field (a title,
+/// a description, a URI, a tag, a data-table cell): an upstream can send
+/// megabytes in one string, and a response repeats it per entity.
+pub const MAX_TEXT_CHARS: usize = 4096;
+
+/// `text`, cut after [`MAX_TEXT_CHARS`] characters, with `…` added when cut.
+/// Copies at most what is kept.
+pub fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => {
+            let mut clipped = String::with_capacity(cut + '…'.len_utf8());
+            clipped.push_str(&text[..cut]);
+            clipped.push('…');
+            clipped
+        }
+    }
+}
+
 /// `{"count": n, "docs": [...]}` where `n` is always the number of docs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Docs<T>(pub Vec<T>);
@@ -101,5 +120,21 @@ impl Verdicts {
 
     pub fn extend(&mut self, other: Verdicts) {
         self.verdicts.0.extend(other.verdicts.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_clipped_at_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let exact = "é".repeat(MAX_TEXT_CHARS);
+        assert_eq!(clip(&exact), exact);
+        let long = "é".repeat(MAX_TEXT_CHARS + 10);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), MAX_TEXT_CHARS + 1);
+        assert!(clipped.ends_with("é…"));
     }
 }

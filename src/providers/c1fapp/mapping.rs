@@ -8,11 +8,14 @@ use super::records::Record;
 use super::relations::relations;
 use crate::ctim::{
     Confidence, Disposition, Entities, IdSource, Indicator, Judgement, ObservedTime, Relationship,
-    SchemaVersion, Severity, Sighting, Timestamp, Tlp, TransientId, ValidTime, Verdict,
+    SchemaVersion, Severity, Sighting, Timestamp, Tlp, TransientId, ValidTime, Verdict, clip,
 };
 use crate::domain::{EntitiesLimit, Observable};
 
 const SOURCE: &str = "C1fApp";
+
+/// The most tags (a record's assessments) one indicator carries.
+pub const MAX_TAGS: usize = 64;
 const JUDGEMENT_PRIORITY: u8 = 85;
 const JUDGEMENT_DAYS: u64 = 30;
 
@@ -123,9 +126,10 @@ fn assess(records: &[Record]) -> Option<Assessment> {
     } else {
         Disposition::Suspicious
     };
-    let reason = match best.assessment.is_empty() {
-        true => best.feed_label.to_string(),
-        false => format!("{}: {}", best.feed_label, best.assessment.join(", ")),
+    let tags = tags(best);
+    let reason = match tags.is_empty() {
+        true => clip(&best.feed_label),
+        false => clip(&format!("{}: {}", clip(&best.feed_label), tags.join(", "))),
     };
     let start = midnight(newest.reported);
     let end = newest
@@ -137,7 +141,7 @@ fn assess(records: &[Record]) -> Option<Assessment> {
         disposition,
         confidence: best.confidence,
         reason,
-        source_uri: best.source_uri.as_deref().map(str::to_owned),
+        source_uri: best.source_uri.as_deref().map(clip),
         valid_time: ValidTime {
             start_time: Some(start),
             end_time: Some(end),
@@ -151,7 +155,7 @@ fn sighting(observable: &Observable, record: &Record, ids: &mut impl IdSource) -
         id: TransientId::new("sighting", ids),
         schema_version: SchemaVersion,
         source: SOURCE,
-        source_uri: record.source_uri.as_deref().map(str::to_owned),
+        source_uri: record.source_uri.as_deref().map(clip),
         confidence: record.confidence,
         count: 1,
         internal: None,
@@ -169,21 +173,28 @@ fn sighting(observable: &Observable, record: &Record, ids: &mut impl IdSource) -
 }
 
 fn indicator(record: &Record, ids: &mut impl IdSource) -> Indicator {
+    let label = clip(&record.feed_label);
     Indicator {
         id: TransientId::new("indicator", ids),
         schema_version: SchemaVersion,
         producer: SOURCE,
-        title: format!("Feed: {}", record.feed_label),
-        short_description: record.feed_label.to_string(),
-        tags: record
-            .assessment
-            .iter()
-            .map(|tag| tag.to_string())
-            .collect(),
+        title: format!("Feed: {label}"),
+        short_description: label,
+        tags: tags(record),
         confidence: record.confidence,
         tlp: Tlp::White,
         valid_time: ValidTime::default(),
     }
+}
+
+/// A record's assessments as tags: the first [`MAX_TAGS`], each clipped.
+fn tags(record: &Record) -> Vec<String> {
+    record
+        .assessment
+        .iter()
+        .take(MAX_TAGS)
+        .map(|tag| clip(tag))
+        .collect()
 }
 
 #[cfg(test)]
@@ -437,6 +448,41 @@ mod tests {
             &mut SequentialIds::default(),
         );
         assert_eq!(entities.judgements.0[0].reason, "Strong: malware, botnet");
+    }
+
+    #[test]
+    fn long_upstream_text_is_clipped_and_long_lists_are_cut() {
+        let huge = "f".repeat(100_000);
+        let tags: Vec<String> = (0..1000).map(|n| format!("tag{n}")).collect();
+        let ips: Vec<String> = (0..10_000)
+            .map(|n| format!("10.0.{}.{}", n / 256, n % 256))
+            .collect();
+        let entities = entities(
+            &domain(),
+            &parse(&[record(json!({
+                "feed_label": [huge], "assessment": tags, "ip_address": ips,
+                "source": [format!("https://{huge}")]
+            }))]),
+            EntitiesLimit::DEFAULT,
+            &mut SequentialIds::default(),
+        );
+        let limit = crate::ctim::MAX_TEXT_CHARS + 1;
+        let indicator = &entities.indicators.0[0];
+        assert_eq!(indicator.short_description.chars().count(), limit);
+        assert!(indicator.title.chars().count() <= limit + "Feed: ".len());
+        assert_eq!(indicator.tags.len(), MAX_TAGS);
+        let sighting = &entities.sightings.0[0];
+        assert_eq!(sighting.source_uri.as_ref().unwrap().chars().count(), limit);
+        assert_eq!(
+            sighting.relations.len(),
+            crate::providers::c1fapp::relations::MAX_RELATIONS
+        );
+        let judgement = &entities.judgements.0[0];
+        assert!(judgement.reason.chars().count() <= 2 * limit + 2);
+        assert_eq!(
+            judgement.source_uri.as_ref().unwrap().chars().count(),
+            limit
+        );
     }
 
     #[test]

@@ -43,6 +43,44 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
     }
 }
 
+/// The most elements of one list of a record that are kept (domains, IP
+/// addresses, assessments); the rest are skipped unread. An upstream can list
+/// a million, and each would become a relation or a tag.
+pub const MAX_LIST_ITEMS: usize = 1000;
+
+/// The first [`MAX_LIST_ITEMS`] elements of a JSON list, the rest skipped
+/// without being kept.
+#[derive(Debug)]
+struct Leading<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Leading<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LeadingVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for LeadingVisitor<T> {
+            type Value = Leading<T>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a list")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Leading<T>, A::Error> {
+                let mut kept = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while kept.len() < MAX_LIST_ITEMS {
+                    match seq.next_element()? {
+                        Some(element) => kept.push(element),
+                        None => return Ok(Leading(kept)),
+                    }
+                }
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Leading(kept))
+            }
+        }
+
+        deserializer.deserialize_seq(LeadingVisitor(PhantomData))
+    }
+}
+
 /// A record as C1fApp sends it: every field a list (only the ones the mapping
 /// needs are read; a missing one makes the whole answer malformed).
 #[derive(Debug, Deserialize)]
@@ -50,18 +88,18 @@ struct RawRecord<'a> {
     #[serde(borrow)]
     feed_label: First<Text<'a>>,
     #[serde(borrow)]
-    domain: Vec<Text<'a>>,
+    domain: Leading<Text<'a>>,
     #[serde(borrow)]
     address: First<Text<'a>>,
     #[serde(borrow)]
-    ip_address: Vec<Text<'a>>,
+    ip_address: Leading<Text<'a>>,
     confidence: First<Value>,
     #[serde(borrow)]
     reportime: First<Text<'a>>,
     #[serde(borrow)]
     source: First<Text<'a>>,
     #[serde(borrow)]
-    assessment: Vec<Text<'a>>,
+    assessment: Leading<Text<'a>>,
 }
 
 /// One feed listing, with the fields the mapping uses already interpreted;
@@ -104,8 +142,8 @@ impl<'a> TryFrom<RawRecord<'a>> for Record<'a> {
                 .map(|text| text.0)
                 .ok_or_else(|| format!("{field} is empty"))
         }
-        fn all(list: Vec<Text<'_>>) -> Vec<Cow<'_, str>> {
-            list.into_iter().map(|text| text.0).collect()
+        fn all(list: Leading<Text<'_>>) -> Vec<Cow<'_, str>> {
+            list.0.into_iter().map(|text| text.0).collect()
         }
         let reportime = first(raw.reportime, "reportime")?;
         let reported = report_date(&reportime)
@@ -294,6 +332,18 @@ mod tests {
             let body = serde_json::to_vec(&[record(overrides.clone())]).unwrap();
             assert!(parse_records(&body).is_err(), "{overrides}");
         }
+    }
+
+    #[test]
+    fn only_the_first_items_of_a_long_list_are_kept() {
+        let ips: Vec<String> = (0..5000).map(|n| n.to_string()).collect();
+        let body = serde_json::to_vec(&[record(json!({"ip_address": ips}))]).unwrap();
+        let records = parse_records(&body).unwrap();
+        assert_eq!(records[0].ip_addresses.len(), MAX_LIST_ITEMS);
+        assert_eq!(
+            records[0].ip_addresses[MAX_LIST_ITEMS - 1],
+            (MAX_LIST_ITEMS - 1).to_string()
+        );
     }
 
     #[test]

@@ -3,10 +3,13 @@
 use std::borrow::Cow;
 
 use super::records::Record;
-use crate::ctim::{ObservedRelation, RelationType};
+use crate::ctim::{ObservedRelation, RelationType, clip};
 use crate::domain::{Observable, ObservableType};
 
 const RELATION_ORIGIN: &str = "C1fApp Enrichment Module";
+
+/// The most relations one sighting carries.
+pub const MAX_RELATIONS: usize = 100;
 
 /// The observable relations a record shows, by the observable's type.
 pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<ObservedRelation> {
@@ -29,7 +32,7 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
                 if record.domains.first().map(|domain| domain.as_ref()) == Some(value) {
                     relations.add(
                         RelationType::Contains,
-                        Observable::new(ObservableType::Url, address),
+                        Observable::new(ObservableType::Url, clip(address)),
                         observable.clone(),
                     );
                 }
@@ -38,7 +41,7 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
                 relations.add(
                     RelationType::ResolvedTo,
                     observable.clone(),
-                    Observable::new(ObservableType::Ip, ip),
+                    Observable::new(ObservableType::Ip, clip(ip)),
                 );
             }
         }
@@ -47,7 +50,7 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
                 if domain != value {
                     relations.add(
                         RelationType::ResolvedTo,
-                        Observable::new(ObservableType::Domain, domain),
+                        Observable::new(ObservableType::Domain, clip(domain)),
                         observable.clone(),
                     );
                 }
@@ -59,7 +62,7 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
                     relations.add(
                         RelationType::HostedBy,
                         observable.clone(),
-                        Observable::new(ObservableType::Ip, ip),
+                        Observable::new(ObservableType::Ip, clip(ip)),
                     );
                 }
                 for domain in non_empty(&record.domains) {
@@ -67,7 +70,7 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
                         relations.add(
                             RelationType::Contains,
                             observable.clone(),
-                            Observable::new(ObservableType::Domain, domain),
+                            Observable::new(ObservableType::Domain, clip(domain)),
                         );
                     }
                 }
@@ -82,7 +85,11 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
 struct Relations(Vec<ObservedRelation>);
 
 impl Relations {
+    /// Adds a relation unless it is there already or [`MAX_RELATIONS`] are.
     fn add(&mut self, relation: RelationType, source: Observable, related: Observable) {
+        if self.0.len() >= MAX_RELATIONS {
+            return;
+        }
         let relation = ObservedRelation {
             origin: RELATION_ORIGIN,
             relation,
@@ -192,6 +199,18 @@ mod tests {
         );
         assert!(relations.iter().all(|r| r["source"]
             == json!({"type": "url", "value": "https://login.example.net/?session=abc"})));
+    }
+
+    #[test]
+    fn relation_values_are_clipped() {
+        let long = format!("{}.example", "a".repeat(100_000));
+        let relations = related(&domain(), json!({"ip_address": [long]}));
+        let resolved = relations
+            .iter()
+            .find(|r| r["relation"] == "Resolved_To")
+            .unwrap();
+        let value = resolved["related"]["value"].as_str().unwrap();
+        assert_eq!(value.chars().count(), crate::ctim::MAX_TEXT_CHARS + 1);
     }
 
     #[test]

@@ -5,16 +5,21 @@ use serde_json::{Map, Value};
 
 use crate::ctim::{
     Confidence, IdSource, ObservedTime, Reference, SchemaVersion, Sighting, SightingDataTable,
-    Timestamp, TransientId,
+    Timestamp, TransientId, clip,
 };
 use crate::domain::{EntitiesLimit, Observable};
 
 const SOURCE: &str = "CyberScan";
 
-/// One finding of `/vulnerabilities/ip/<ip>`, with its fields in the order received.
+/// The most columns of a sighting's data table: the first fields of a
+/// finding, in the order received.
+pub const MAX_COLUMNS: usize = 64;
+
+/// One finding of `/vulnerabilities/ip/<ip>`, with its fields in the order
+/// received. Text is kept as the upstream sent it (blank text counts as none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vulnerability {
-    pub name: String,
+    pub name: Option<String>,
     pub description: Option<String>,
     pub cve: Option<String>,
     pub fields: Map<String, Value>,
@@ -28,19 +33,21 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// A non-empty string field, `None` when absent, null or empty, `Err` for other types.
+/// A string field that is not blank, as received; `None` when absent, null or
+/// blank, `Err` for other types.
 fn optional_text(map: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.trim().to_owned())),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(_) => Err(format!("{field} is not a string")),
     }
 }
 
-/// The `ip` of a `/domain/<domain>` answer; `None` when the domain has none.
+/// The `ip` of a `/domain/<domain>` answer (an address to ask about next,
+/// so trimmed); `None` when the domain has none.
 pub fn resolved_ip(body: &[u8]) -> Result<Option<String>, String> {
-    optional_text(&object(body)?, "ip")
+    Ok(optional_text(&object(body)?, "ip")?.map(|ip| ip.trim().to_owned()))
 }
 
 /// The `details_page` of an `/ip/<ip>` or `/domain/<domain>` answer.
@@ -64,9 +71,12 @@ pub fn vulnerabilities(body: &[u8]) -> Result<Vec<Vulnerability>, String> {
             let Value::Object(fields) = item else {
                 return Err(format!("vulnerability {index} is not an object"));
             };
+            // The name must be there; a blank one is kept out of the title.
+            if !matches!(fields.get("name"), Some(Value::String(_))) {
+                return Err(format!("vulnerability {index} has no name"));
+            }
             let name = optional_text(&fields, "name")
-                .map_err(|error| format!("vulnerability {index}: {error}"))?
-                .ok_or_else(|| format!("vulnerability {index} has no name"))?;
+                .map_err(|error| format!("vulnerability {index}: {error}"))?;
             let description = optional_text(&fields, "description")
                 .map_err(|error| format!("vulnerability {index}: {error}"))?;
             let cve = optional_text(&fields, "cve")
@@ -82,12 +92,12 @@ pub fn vulnerabilities(body: &[u8]) -> Result<Vec<Vulnerability>, String> {
 }
 
 /// A cell of the sighting's data table: strings as they are, `null` empty,
-/// anything else as compact JSON (`22`, `6.8`, `true`).
+/// anything else as compact JSON (`22`, `6.8`, `true`); clipped.
 fn cell(value: &Value) -> String {
     match value {
-        Value::String(text) => text.clone(),
+        Value::String(text) => clip(text),
         Value::Null => String::new(),
-        other => other.to_string(),
+        other => clip(&other.to_string()),
     }
 }
 
@@ -104,13 +114,14 @@ pub fn sightings(
         .take(limit.get())
         .map(|vulnerability| {
             let short_description = match &vulnerability.cve {
-                Some(cve) => format!("Vulnerability {cve} observed at CyberScan"),
+                Some(cve) => format!("Vulnerability {} observed at CyberScan", clip(cve)),
                 None => "Vulnerability observed at CyberScan".to_owned(),
             };
             let cells = vulnerability
                 .fields
                 .iter()
-                .map(|(name, value)| (name.clone(), cell(value)))
+                .take(MAX_COLUMNS)
+                .map(|(name, value)| (clip(name), cell(value)))
                 .collect();
             Sighting {
                 id: TransientId::new("sighting", ids),
@@ -120,8 +131,8 @@ pub fn sightings(
                 confidence: Confidence::High,
                 count: 1,
                 internal: Some(true),
-                title: Some(vulnerability.name),
-                description: vulnerability.description,
+                title: vulnerability.name.as_deref().map(clip),
+                description: vulnerability.description.as_deref().map(clip),
                 short_description: Some(short_description),
                 observables: vec![observable.clone()],
                 observed_time: ObservedTime {
@@ -142,7 +153,7 @@ pub fn reference(observable: &Observable, details_page: String) -> Reference {
         id: format!("ref-cyberscan-search-{kind}-{}", observable.value),
         title: format!("Details for this {kind}"),
         description: format!("Details for this {kind} in the CyberScan"),
-        url: details_page,
+        url: clip(&details_page),
         categories: vec![SOURCE],
     }
 }
@@ -198,7 +209,7 @@ mod tests {
                 "confidence": "High",
                 "count": 1,
                 "internal": true,
-                "title": "OpenSSH",
+                "title": "OpenSSH ",
                 "description": "scp in OpenSSH allows command injection",
                 "short_description": "Vulnerability CVE-2020-15778 observed at CyberScan",
                 "observables": [{"type": "domain", "value": "j-p.link"}],
@@ -258,6 +269,84 @@ mod tests {
             Some("Vulnerability observed at CyberScan")
         );
         assert_eq!(sighting.description, None);
+    }
+
+    fn one_sighting(body: Value) -> Sighting {
+        let found = vulnerabilities(&bytes(body)).unwrap();
+        let mut sightings = sightings(
+            &Observable::new(ObservableType::Ip, "192.0.2.1"),
+            found,
+            EntitiesLimit::DEFAULT,
+            Utc::now(),
+            &mut SequentialIds::default(),
+        );
+        assert_eq!(sightings.len(), 1);
+        sightings.remove(0)
+    }
+
+    #[test]
+    fn upstream_text_is_kept_as_received() {
+        let sighting = one_sighting(json!({"vulnerabilities": [{
+            "name": " OpenSSH ", "description": "  indented\n", "cve": "CVE-2020-15778 "
+        }]}));
+        assert_eq!(sighting.title.as_deref(), Some(" OpenSSH "));
+        assert_eq!(sighting.description.as_deref(), Some("  indented\n"));
+        assert_eq!(
+            sighting.short_description.as_deref(),
+            Some("Vulnerability CVE-2020-15778  observed at CyberScan")
+        );
+        let table = serde_json::to_value(sighting.data.unwrap()).unwrap();
+        assert_eq!(
+            table["rows"][0][0], " OpenSSH ",
+            "the title and its row agree"
+        );
+    }
+
+    #[test]
+    fn a_blank_name_leaves_the_title_out_and_keeps_the_finding() {
+        let sighting = one_sighting(json!({"vulnerabilities": [{"name": "  ", "cve": "CVE-1"}]}));
+        assert_eq!(sighting.title, None);
+        assert_eq!(
+            sighting.short_description.as_deref(),
+            Some("Vulnerability CVE-1 observed at CyberScan")
+        );
+    }
+
+    #[test]
+    fn long_upstream_text_is_clipped_in_every_field() {
+        let huge = "x".repeat(100_000);
+        let sighting = one_sighting(json!({"vulnerabilities": [{
+            "name": huge, "description": huge, "cve": huge, huge.clone(): huge
+        }]}));
+        let limit = crate::ctim::MAX_TEXT_CHARS + 1;
+        assert_eq!(sighting.title.unwrap().chars().count(), limit);
+        assert_eq!(sighting.description.unwrap().chars().count(), limit);
+        assert!(sighting.short_description.unwrap().chars().count() <= limit + 64);
+        let table = serde_json::to_value(sighting.data.unwrap()).unwrap();
+        for cell in table["rows"][0].as_array().unwrap() {
+            assert_eq!(cell.as_str().unwrap().chars().count(), limit);
+        }
+        assert_eq!(
+            table["columns"][3]["name"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            limit
+        );
+    }
+
+    #[test]
+    fn a_data_table_has_at_most_its_bound_of_columns() {
+        let mut finding = serde_json::Map::new();
+        finding.insert("name".to_owned(), json!("many"));
+        for n in 0..1000 {
+            finding.insert(format!("field{n}"), json!(n));
+        }
+        let sighting = one_sighting(json!({"vulnerabilities": [finding]}));
+        let table = serde_json::to_value(sighting.data.unwrap()).unwrap();
+        assert_eq!(table["columns"].as_array().unwrap().len(), MAX_COLUMNS);
+        assert_eq!(table["rows"][0].as_array().unwrap().len(), MAX_COLUMNS);
     }
 
     #[test]
