@@ -60,9 +60,62 @@ impl Tls {
     }
 }
 
+/// What went wrong with an answer that does not parse, without the text it
+/// quotes: serde_json's own message can quote a string of the document, and
+/// an upstream can echo a caller's key or token there. This is what is logged
+/// and kept; the document never is.
+pub fn json_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    // serde names a missing field by the `&'static str` of the type being
+    // read: the relay's own field names, never the document's text.
+    let message = error.to_string();
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return format!(
+            "lacks the field {field} (line {}, column {})",
+            error.line(),
+            error.column()
+        );
+    }
+    let what = match error.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "is JSON of an unexpected shape",
+        Category::Eof => "ends too early",
+    };
+    format!("{what} (line {}, column {})", error.line(), error.column())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_error_never_quotes_the_document() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Token {
+            #[allow(dead_code)]
+            access_token: String,
+        }
+        for body in [
+            &br#""secret-api-key""#[..],
+            br#"{"access_token": ["secret-api-key"]}"#,
+            br#"{"secret-api-key": tru"#,
+            b"<html>secret-api-key</html>",
+        ] {
+            let error = serde_json::from_slice::<Token>(body).unwrap_err();
+            let described = json_error(&error);
+            assert!(!described.contains("secret"), "{described}");
+            assert!(described.contains("line 1"), "{described}");
+        }
+        let missing = serde_json::from_slice::<Token>(br#"{"secret-api-key": 1}"#).unwrap_err();
+        assert_eq!(
+            json_error(&missing),
+            "lacks the field access_token (line 1, column 21)"
+        );
+    }
 
     #[test]
     fn the_tls_configuration_builds() {

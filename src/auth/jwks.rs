@@ -21,6 +21,7 @@ use super::AuthError;
 use crate::config::JwksSettings;
 use crate::domain::JwksHost;
 use crate::metrics::Metrics;
+use crate::outbound::json_error;
 
 /// Largest key set document the relay reads.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -184,8 +185,8 @@ async fn fetch(
 /// without a `kid`, or that do not parse are skipped; a document without one
 /// usable key is an error.
 pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
-    let document: KeySetDocument =
-        serde_json::from_slice(body).map_err(|error| format!("not a key set: {error}"))?;
+    let document: KeySetDocument = serde_json::from_slice(body)
+        .map_err(|error| format!("the key set {}", json_error(&error)))?;
     let keys: HashMap<String, DecodingKey> = document
         .keys
         .into_iter()

@@ -530,6 +530,24 @@ async fn the_grace_period_bounds_how_long_shutdown_waits() {
 /// `level`, and returns what it logged.
 async fn logged_session(level: &str) -> (String, Vec<String>) {
     let c1fapp = MockServer::start().await;
+    // Answers that hold the key where a parser would quote it: a list of the
+    // key instead of records, and a record whose report date is the key.
+    for (value, answer) in [
+        ("192.0.2.11", json!([C1FAPP_KEY])),
+        (
+            "192.0.2.12",
+            json!([c1fapp_record(json!({"reportime": [C1FAPP_KEY]}))]),
+        ),
+    ] {
+        Mock::given(method("POST"))
+            .and(wiremock::matchers::body_partial_json(
+                json!({"request": value}),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .with_priority(1)
+            .mount(&c1fapp)
+            .await;
+    }
     // C1fApp echoing the key back must not put it into the logs either.
     Mock::given(method("POST"))
         .respond_with(
@@ -551,6 +569,12 @@ async fn logged_session(level: &str) -> (String, Vec<String>) {
                 .set_body_json(json!({"vulnerabilities": [vulnerability("OpenSSH", "")]})),
         )
         .mount(&cyberscan)
+        .await;
+    // A CyberScan whose token answer is a bare string: the API key.
+    let hostile_cyberscan = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(CYBERSCAN_KEY)))
+        .mount(&hostile_cyberscan)
         .await;
     let jwks = MockServer::start().await;
     Mock::given(method("GET"))
@@ -594,6 +618,30 @@ async fn logged_session(level: &str) -> (String, Vec<String>) {
                 .unwrap();
             assert_eq!(response.status(), 200);
         }
+    }
+    let hostile = hs256_token(
+        &json!({"api_key": CYBERSCAN_KEY, "host": hostile_cyberscan.uri()}),
+        SECRET_KEY,
+    );
+    for (token, observables) in [
+        (
+            &hs256,
+            json!([
+                observable("ip", "192.0.2.11"),
+                observable("ip", "192.0.2.12")
+            ]),
+        ),
+        (&hostile, json!([observable("ip", "192.0.2.10")])),
+    ] {
+        let response = client
+            .post(relay.url("/observe/observables"))
+            .bearer_auth(token)
+            .json(&observables)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "key error", "{body}");
     }
     relay.signal("TERM");
     let (_, output) = relay.wait().await;
@@ -641,7 +689,11 @@ async fn logs_are_json_lines_with_one_line_per_request_and_per_upstream_call() {
         .iter()
         .filter(|line| line["message"] == "request")
         .collect();
-    assert_eq!(requests.len(), 10, "nine requests and the readiness probe");
+    assert_eq!(
+        requests.len(),
+        12,
+        "eleven requests and the readiness probe"
+    );
     for line in &requests {
         assert!(
             line["span"]["request_id"]

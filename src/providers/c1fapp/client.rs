@@ -168,7 +168,7 @@ impl C1fApp {
             return Err(ProviderError::UnexpectedStatus {
                 provider: PROVIDER,
                 status: response.status.as_u16(),
-                body: response.body_text(key.expose()),
+                body: response.body_text(&[key.expose()]),
             });
         }
         Ok(response.body)

@@ -11,6 +11,7 @@ use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::ctim::Confidence;
+use crate::outbound::json_error;
 
 /// A JSON string, borrowed from the body unless it holds escapes. (A bare
 /// `Cow<str>` inside a `Vec` would always be copied.)
@@ -120,8 +121,8 @@ pub struct Record<'a> {
 /// Parses a C1fApp answer into records sorted newest first (stable for equal
 /// dates). `Err` carries what was wrong, for the logs.
 pub fn parse_records(body: &[u8]) -> Result<Vec<Record<'_>>, String> {
-    let raw: Vec<RawRecord<'_>> =
-        serde_json::from_slice(body).map_err(|error| format!("not a list of records: {error}"))?;
+    let raw: Vec<RawRecord<'_>> = serde_json::from_slice(body)
+        .map_err(|error| format!("the answer {}", json_error(&error)))?;
     let mut records = raw
         .into_iter()
         .enumerate()
@@ -146,8 +147,8 @@ impl<'a> TryFrom<RawRecord<'a>> for Record<'a> {
             list.0.into_iter().map(|text| text.0).collect()
         }
         let reportime = first(raw.reportime, "reportime")?;
-        let reported = report_date(&reportime)
-            .ok_or_else(|| format!("reportime {reportime:?} is not a date"))?;
+        let reported =
+            report_date(&reportime).ok_or_else(|| "reportime is not a date".to_owned())?;
         let confidence = raw
             .confidence
             .0

@@ -19,7 +19,7 @@ use crate::domain::{
     CyberScanCredentials, EntitiesLimit, Observable, ObservableType, ProviderName, Secret,
 };
 use crate::metrics::Metrics;
-use crate::outbound::{BuildError, Tls};
+use crate::outbound::{BuildError, Tls, json_error};
 use crate::providers::address::{PublicOnlyResolver, is_public};
 use crate::providers::cache::ResultCache;
 use crate::providers::upstream::{self, Endpoint, Gate, UpstreamResponse};
@@ -199,17 +199,17 @@ impl CyberScan {
         url: &Url,
         operation: &'static str,
     ) -> Result<Vec<u8>, ProviderError> {
-        let token = self.token(credentials).await?;
+        let mut token = self.token(credentials).await?;
         let mut response = self.send_get(credentials, url, &token, operation).await?;
         if matches!(
             response.status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
             self.forget(credentials, &token).await;
-            let token = self.token(credentials).await?;
+            token = self.token(credentials).await?;
             response = self.send_get(credentials, url, &token, operation).await?;
         }
-        self.check(credentials, response)
+        check(credentials, Some(&token), response)
     }
 
     async fn send_get(
@@ -277,30 +277,13 @@ impl CyberScan {
             &self.state.settings,
         )
         .await?;
-        let body = self.check(credentials, response)?;
+        let body = check(credentials, None, response)?;
         let token: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|error| malformed(format!("token answer: {error}")))?;
+            .map_err(|error| malformed(format!("the token answer {}", json_error(&error))))?;
         if token.access_token.trim().is_empty() {
             return Err(malformed("the access token is empty".to_owned()));
         }
         Ok(Secret::new(token.access_token))
-    }
-
-    /// A 2xx answer's body, or the error its status means.
-    fn check(
-        &self,
-        credentials: &CyberScanCredentials,
-        response: UpstreamResponse,
-    ) -> Result<Vec<u8>, ProviderError> {
-        match response.status {
-            status if status.is_success() => Ok(response.body),
-            StatusCode::FORBIDDEN => Err(ProviderError::WrongApiKey { provider: PROVIDER }),
-            status => Err(ProviderError::UnexpectedStatus {
-                provider: PROVIDER,
-                status: status.as_u16(),
-                body: response.body_text(credentials.api_key.expose()),
-            }),
-        }
     }
 
     /// An API address written as a non-public IP literal is refused before any
@@ -344,6 +327,27 @@ impl CyberScan {
                 .credential((&credentials.api, &credentials.api_key)),
             configured: &credentials.api,
             operation,
+        }
+    }
+}
+
+/// A 2xx answer's body, or the error its status means (with the API key and
+/// the access token it was asked with masked in the upstream's text).
+fn check(
+    credentials: &CyberScanCredentials,
+    token: Option<&Secret>,
+    response: UpstreamResponse,
+) -> Result<Vec<u8>, ProviderError> {
+    match response.status {
+        status if status.is_success() => Ok(response.body),
+        StatusCode::FORBIDDEN => Err(ProviderError::WrongApiKey { provider: PROVIDER }),
+        status => {
+            let token = token.map_or("", Secret::expose);
+            Err(ProviderError::UnexpectedStatus {
+                provider: PROVIDER,
+                status: status.as_u16(),
+                body: response.body_text(&[credentials.api_key.expose(), token]),
+            })
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::ctim::{
     Timestamp, TransientId, clip,
 };
 use crate::domain::{EntitiesLimit, Observable};
+use crate::outbound::json_error;
 
 const SOURCE: &str = "CyberScan";
 
@@ -29,7 +30,7 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("the body is not a JSON object".to_owned()),
-        Err(error) => Err(format!("the body is not JSON: {error}")),
+        Err(error) => Err(format!("the body {}", json_error(&error))),
     }
 }
 

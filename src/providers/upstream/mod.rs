@@ -33,6 +33,9 @@ const RETRY_BACKOFF_MS: std::ops::RangeInclusive<u64> = 50..=150;
 /// it says.
 const RATE_LIMIT_DEFAULT: Duration = Duration::from_secs(2);
 const RATE_LIMIT_CAP: Duration = Duration::from_secs(300);
+/// Secrets shorter than this are not masked in upstream text.
+pub const MIN_MASKED_CHARS: usize = 8;
+
 /// How much of a 429 answer is kept to repeat while the credential waits.
 const RATE_LIMITED_BODY_BYTES: usize = 4096;
 
@@ -56,9 +59,11 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     /// The body as text for an error message: lossy UTF-8, trimmed, cut at
-    /// 1,000 characters, and with `secret` (the caller's key) blanked out in
-    /// case the upstream echoes it.
-    pub fn body_text(&self, secret: &str) -> String {
+    /// 1,000 characters, and with each of `secrets` (the caller's key, an
+    /// access token) blanked out in case the upstream echoes it. A "secret"
+    /// shorter than [`MIN_MASKED_CHARS`] is not masked: it cannot be a real
+    /// key, and masking it would garble the text ("Invalid API ***ey").
+    pub fn body_text(&self, secrets: &[&str]) -> String {
         const MAX_CHARS: usize = 1000;
         let text = String::from_utf8_lossy(&self.body);
         let text = text.trim();
@@ -66,11 +71,12 @@ impl UpstreamResponse {
         if cut.len() < text.len() {
             cut.push('…');
         }
-        if secret.is_empty() {
-            cut
-        } else {
-            cut.replace(secret, "***")
+        for secret in secrets {
+            if secret.chars().count() >= MIN_MASKED_CHARS {
+                cut = cut.replace(secret, "***");
+            }
         }
+        cut
     }
 }
 
@@ -364,18 +370,31 @@ mod tests {
 
     #[test]
     fn body_text_is_trimmed_and_bounded() {
-        assert_eq!(response("  oops \n").body_text(""), "oops");
+        assert_eq!(response("  oops \n").body_text(&[]), "oops");
         let long = "x".repeat(5000);
-        let text = response(&long).body_text("");
+        let text = response(&long).body_text(&[]);
         assert_eq!(text.chars().count(), 1001);
         assert!(text.ends_with('…'));
     }
 
     #[test]
-    fn body_text_blanks_out_the_callers_key() {
+    fn body_text_blanks_out_the_callers_key_and_token() {
         assert_eq!(
-            response("Invalid API key: abc123").body_text("abc123"),
-            "Invalid API key: ***"
+            response("Invalid API key: abc12345, token tok-9876543")
+                .body_text(&["abc12345", "tok-9876543"]),
+            "Invalid API key: ***, token ***"
+        );
+    }
+
+    #[test]
+    fn a_key_too_short_to_be_a_key_is_not_masked() {
+        assert_eq!(
+            response("Invalid API key").body_text(&["k", "", "key"]),
+            "Invalid API key"
+        );
+        assert_eq!(
+            response("Invalid API key 1234567").body_text(&["1234567"]),
+            "Invalid API key 1234567"
         );
     }
 
