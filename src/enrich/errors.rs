@@ -132,6 +132,14 @@ pub fn provider_error(error: &ProviderError) -> CtimError {
             ErrorCode::ConnectionError,
             format!("Unable to connect to {provider}, validate the configured API endpoint: {url}"),
         ),
+        ProviderError::NotPublic { provider, host } => CtimError::new(
+            ErrorCode::ConnectionError,
+            format!(
+                "Unable to connect to {provider}: {host} is a private or local address, and the \
+                 relay connects {provider} only to public addresses (the relay's operator can \
+                 allow private ones with CYBERSCAN_ALLOW_PRIVATE_HOSTS=true)"
+            ),
+        ),
         ProviderError::Interrupted { provider } => CtimError::new(
             ErrorCode::ConnectionError,
             format!(

@@ -65,8 +65,15 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
+/// The guard's refusal: `host` (as the caller wrote it) has no public address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{host} resolves to no public address")]
+pub struct NotPublic {
+    pub host: String,
+}
+
 /// A resolver that drops every non-public address a name resolves to; a name
-/// with none left fails to resolve.
+/// with none left fails to resolve, with [`NotPublic`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PublicOnlyResolver;
 
@@ -83,7 +90,9 @@ impl Resolve for PublicOnlyResolver {
                 .collect();
             if public.is_empty() {
                 tracing::warn!(host, "refused: the host resolves to no public address");
-                return Err(format!("{host} resolves to no public address").into());
+                return Err(
+                    Box::new(NotPublic { host }) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })

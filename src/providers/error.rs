@@ -30,6 +30,12 @@ pub enum ProviderError {
     },
     #[error("cannot connect to {provider} at {url}")]
     Connect { provider: ProviderName, url: Url },
+    #[error("{provider} host {host} is not a public address")]
+    NotPublic {
+        provider: ProviderName,
+        /// As the caller wrote it (a name, or an IP literal).
+        host: String,
+    },
     #[error("{provider} closed the connection mid-response")]
     Interrupted { provider: ProviderName },
     #[error("{provider} did not answer within {after:?}")]
@@ -53,6 +59,7 @@ impl ProviderError {
             ProviderError::Malformed { .. } => "malformed",
             ProviderError::Tls { .. } => "tls",
             ProviderError::Connect { .. } => "connect",
+            ProviderError::NotPublic { .. } => "not_public",
             ProviderError::Interrupted { .. } => "interrupted",
             ProviderError::Timeout { .. } => "timeout",
             ProviderError::TooLarge { .. } => "too_large",

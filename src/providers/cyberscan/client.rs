@@ -303,9 +303,9 @@ impl CyberScan {
         match literal {
             Some(ip) if !is_public(ip) => {
                 tracing::warn!(%ip, "refused: the CyberScan host is not a public address");
-                Err(ProviderError::Connect {
+                Err(ProviderError::NotPublic {
                     provider: PROVIDER,
-                    url: credentials.api.clone(),
+                    host: credentials.api.host_str().unwrap_or_default().to_owned(),
                 })
             }
             _ => Ok(()),

@@ -16,6 +16,7 @@ pub use gate::Gate;
 use gate::RateLimited;
 
 use super::ProviderError;
+use super::address::NotPublic;
 use crate::config::UpstreamSettings;
 use crate::domain::ProviderName;
 use crate::metrics::Metrics;
@@ -320,8 +321,17 @@ async fn exchange(
 
 fn classify(endpoint: Endpoint<'_>, timeout: Duration, error: reqwest::Error) -> ProviderError {
     let provider = endpoint.provider;
-    if let Some(reason) = tls_failure(&error) {
-        return ProviderError::Tls { provider, reason };
+    if let Some(refused) = in_chain::<NotPublic>(&error) {
+        return ProviderError::NotPublic {
+            provider,
+            host: refused.host.clone(),
+        };
+    }
+    if let Some(tls) = in_chain::<rustls::Error>(&error) {
+        return ProviderError::Tls {
+            provider,
+            reason: tls.to_string(),
+        };
     }
     if error.is_timeout() {
         return ProviderError::Timeout {
@@ -338,12 +348,13 @@ fn classify(endpoint: Endpoint<'_>, timeout: Duration, error: reqwest::Error) ->
     ProviderError::Interrupted { provider }
 }
 
-/// The rustls error somewhere in the chain, if the failure was the TLS handshake.
-fn tls_failure(error: &reqwest::Error) -> Option<String> {
+/// The error of type `T` somewhere in the chain of causes: the TLS handshake's
+/// failure, or the address guard's refusal.
+fn in_chain<T: std::error::Error + 'static>(error: &reqwest::Error) -> Option<&T> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = current {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
         }
         // `io::Error::source` skips the error it wraps, so step into it instead.
         current = match error.downcast_ref::<std::io::Error>() {
