@@ -81,8 +81,9 @@ pub fn watchdog_url(host: std::net::IpAddr, port: u16) -> String {
 /// echoes it back.
 pub async fn healthcheck(url: &str, timeout: std::time::Duration) -> Result<(), String> {
     let probe = uuid::Uuid::new_v4().to_string();
+    // The relay's own loopback port: never through a proxy.
     let client = Tls::new()
-        .and_then(|tls| tls.client(timeout))
+        .and_then(|tls| Ok(tls.client_builder(timeout).no_proxy().build()?))
         .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
     let response = client
         .get(url)

@@ -57,6 +57,7 @@ const VARIABLES: &[&str] = &[
     "RESULT_CACHE_TTL_SECONDS",
     "RESULT_CACHE_MAX_ENTRIES",
     "UPSTREAM_MAX_IN_FLIGHT",
+    "CYBERSCAN_USE_PROXY",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +111,11 @@ pub struct UpstreamSettings {
     /// Whether a token may point CyberScan at loopback, private or link-local
     /// addresses (off: only public addresses are contacted).
     pub allow_private_hosts: bool,
+    /// Whether calls to CyberScan (whose host the caller chooses) go through
+    /// the proxy of `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`. Off: they never
+    /// do, since a proxy resolves and connects for the relay and the address
+    /// guard could not see where a call goes.
+    pub cyberscan_use_proxy: bool,
     /// The short-lived cache of upstream answers.
     pub cache: ResultCacheSettings,
     /// Most calls in flight to one provider at once, over all requests; more
@@ -176,6 +182,7 @@ impl Default for Settings {
                 timeout: Duration::from_secs(10),
                 max_response_bytes: 10 * 1024 * 1024,
                 allow_private_hosts: false,
+                cyberscan_use_proxy: false,
                 cache: ResultCacheSettings {
                     ttl: None,
                     max_entries: 10_000,
@@ -226,6 +233,7 @@ struct RawSettings {
     lookup_concurrency: Option<String>,
     max_upstream_response_bytes: Option<String>,
     cyberscan_allow_private_hosts: Option<String>,
+    cyberscan_use_proxy: Option<String>,
     shutdown_grace_seconds: Option<String>,
     workers: Option<String>,
     result_cache_ttl_seconds: Option<String>,
@@ -312,6 +320,10 @@ impl Settings {
             Some(text) => parse_bool("CYBERSCAN_ALLOW_PRIVATE_HOSTS", &text)?,
             None => defaults.upstream.allow_private_hosts,
         };
+        let cyberscan_use_proxy = match present("CYBERSCAN_USE_PROXY", raw.cyberscan_use_proxy)? {
+            Some(text) => parse_bool("CYBERSCAN_USE_PROXY", &text)?,
+            None => defaults.upstream.cyberscan_use_proxy,
+        };
         let cache = ResultCacheSettings {
             ttl: match present("RESULT_CACHE_TTL_SECONDS", raw.result_cache_ttl_seconds)? {
                 Some(text) if text == "0" => None,
@@ -385,6 +397,7 @@ impl Settings {
                 timeout,
                 max_response_bytes,
                 allow_private_hosts,
+                cyberscan_use_proxy,
                 cache,
                 max_in_flight: whole(
                     "UPSTREAM_MAX_IN_FLIGHT",

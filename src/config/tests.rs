@@ -37,6 +37,7 @@ fn nothing_set_gives_the_documented_defaults() {
     assert_eq!(settings.log.filter, "info");
     assert_eq!(settings.log.format, LogFormat::Json);
     assert!(!settings.upstream.allow_private_hosts);
+    assert!(!settings.upstream.cyberscan_use_proxy);
     assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
     assert_eq!(settings.workers, None);
     assert_eq!(
@@ -104,6 +105,7 @@ fn every_variable_is_read() {
     assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
     assert_eq!(settings.workers, Some(3));
     assert_eq!(settings.upstream.max_in_flight, 64);
+    assert!(settings.upstream.cyberscan_use_proxy);
     assert_eq!(
         settings.upstream.cache,
         ResultCacheSettings {

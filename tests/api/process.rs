@@ -501,6 +501,167 @@ async fn wait_for_requests_to(upstream: &MockServer, values: &[&str]) {
     panic!("the upstream never received {values:?}");
 }
 
+/// A stand-in for an HTTP proxy: counts the connections made to it and what
+/// they sent, and answers 502.
+struct RecordingProxy {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RecordingProxy {
+    async fn start() -> RecordingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buffer = vec![0u8; 8192];
+                let n = stream.read(&mut buffer).await.unwrap_or(0);
+                record
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        RecordingProxy { url, seen }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ]
+        .into_iter()
+        .map(|name| (name, self.url.clone()))
+        .collect()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn caller_chosen_hosts_never_go_through_an_environment_proxy() {
+    let proxy = RecordingProxy::start().await;
+    let mut envs = vec![("SECRET_KEY", SECRET_KEY.to_owned())];
+    envs.extend(proxy.env());
+    let relay = Relay::start(&envs).await;
+    for host in [
+        "http://localhost:8500",
+        "localhost:8500",
+        "http://internal.invalid:8500",
+    ] {
+        let token = hs256_token(&json!({"api_key": CYBERSCAN_KEY, "host": host}), SECRET_KEY);
+        let response = test_client()
+            .post(relay.url("/observe/observables"))
+            .bearer_auth(&token)
+            .json(&json!([observable("ip", "192.0.2.10")]))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["code"], "connection error",
+            "{host}: {body}"
+        );
+    }
+    assert_eq!(
+        proxy.requests(),
+        Vec::<String>::new(),
+        "the proxy saw calls to caller-chosen hosts"
+    );
+}
+
+#[tokio::test]
+async fn with_the_opt_in_cyberscan_calls_use_the_proxy() {
+    let proxy = RecordingProxy::start().await;
+    let mut envs = vec![
+        ("SECRET_KEY", SECRET_KEY.to_owned()),
+        ("CYBERSCAN_USE_PROXY", "true".to_owned()),
+    ];
+    envs.extend(proxy.env());
+    let relay = Relay::start(&envs).await;
+    let token = hs256_token(
+        &json!({"api_key": CYBERSCAN_KEY, "host": "http://cyberscan.example:8500"}),
+        SECRET_KEY,
+    );
+    let response = test_client()
+        .post(relay.url("/observe/observables"))
+        .bearer_auth(&token)
+        .json(&json!([observable("ip", "192.0.2.10")]))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert!(body["errors"].is_array(), "{body}");
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|request| request.starts_with("POST http://cyberscan.example:8500/api/v1/token")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn operator_chosen_endpoints_still_use_the_environment_proxy() {
+    let proxy = RecordingProxy::start().await;
+    let mut envs = vec![
+        ("SECRET_KEY", SECRET_KEY.to_owned()),
+        (
+            "C1FAPP_API_URL",
+            "http://c1fapp.example/cifapp/api/".to_owned(),
+        ),
+    ];
+    envs.extend(proxy.env());
+    let relay = Relay::start(&envs).await;
+    let response = test_client()
+        .post(relay.url("/observe/observables"))
+        .bearer_auth(hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY))
+        .json(&json!([observable("ip", "192.0.2.10")]))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert!(body["errors"].is_array(), "{body}");
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|request| request.starts_with("POST http://c1fapp.example/cifapp/api/")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_ignores_proxies() {
+    let relay = Relay::start(&[]).await;
+    let port = relay.port.to_string();
+    let mut envs = vec![("PORT", port.as_str()), ("HOST", "0.0.0.0")];
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    for name in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "all_proxy",
+    ] {
+        envs.push((name, dead.as_str()));
+    }
+    let (code, _, stderr) = run(&["healthcheck"], &envs);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[tokio::test]
 async fn the_grace_period_bounds_how_long_shutdown_waits() {
     let c1fapp = slow_c1fapp(Duration::from_secs(30)).await;

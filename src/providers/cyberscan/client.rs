@@ -86,12 +86,17 @@ struct TokenResponse {
 }
 
 impl CyberScan {
-    /// Builds this runtime's client. Unless `allow_private_hosts`, it connects
-    /// only to public addresses (the host comes from the caller).
+    /// Builds this runtime's client. The host comes from the caller, so unless
+    /// the operator says otherwise it connects only to public addresses, and
+    /// never through an environment proxy (which would resolve and connect
+    /// where the address guard cannot see).
     pub fn new(state: Arc<CyberScanState>, tls: &Tls) -> Result<Self, BuildError> {
         let mut builder = upstream::client_builder(tls, &state.settings);
         if !state.settings.allow_private_hosts {
             builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        if !state.settings.cyberscan_use_proxy {
+            builder = builder.no_proxy();
         }
         Ok(Self {
             http: builder.build()?,
