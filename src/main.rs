@@ -12,6 +12,7 @@ use ctr_relay::domain::Secret;
 use ctr_relay::http::{Application, StartupError};
 use ctr_relay::metrics::Metrics;
 use ctr_relay::outbound::Tls;
+use ctr_relay::providers::scope::MemoryPool;
 use ctr_relay::providers::{ProviderState, Providers};
 use ctr_relay::{telemetry, threatbus};
 
@@ -148,7 +149,8 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
             snapshot_days: args.snapshot,
             heartbeat: Duration::from_secs(5),
             report_every: Duration::from_secs(60),
-            concurrency: settings.limits.lookup_concurrency,
+            pool: Arc::new(MemoryPool::new(settings.limits.max_held_bytes)),
+            limits: settings.limits.clone(),
             credentials,
             entities_limit: settings.entities_limit,
             shutdown_grace: settings.shutdown_grace,

@@ -3,7 +3,8 @@
 //! entities of the same answer.
 #![no_main]
 
-use ctr_relay::ctim::SequentialIds;
+use ctr_relay::ctim::{JsonSize, SequentialIds};
+use ctr_relay::providers::scope::Unbounded;
 use ctr_relay::domain::{EntitiesLimit, Observable, ObservableType};
 use ctr_relay::providers::c1fapp::{mapping, records};
 use libfuzzer_sys::fuzz_target;
@@ -28,10 +29,22 @@ fuzz_target!(|body: &[u8]| {
             EntitiesLimit::DEFAULT,
             EntitiesLimit::parse("1").unwrap_or_default(),
         ] {
-            let entities =
-                mapping::entities(&observable, &records, limit, &mut SequentialIds::default());
+            let Ok(entities) = mapping::entities(
+                &observable,
+                &records,
+                limit,
+                &Unbounded,
+                &mut SequentialIds::default(),
+            ) else {
+                panic!("an unbounded allowance never runs out");
+            };
             assert!(entities.sightings.0.len() <= limit.get());
             assert!(serde_json::to_vec(&entities).is_ok());
+            // What the answer budget is charged never understates the JSON.
+            for sighting in &entities.sightings.0 {
+                let json = serde_json::to_vec(sighting).unwrap_or_default();
+                assert!(sighting.json_size() >= json.len());
+            }
             for relationship in &entities.relationships.0 {
                 let sighting = |s: &&ctr_relay::ctim::Sighting| s.id == relationship.source_ref;
                 let indicator = |i: &&ctr_relay::ctim::Indicator| i.id == relationship.target_ref;

@@ -3,7 +3,8 @@
 #![no_main]
 
 use chrono::Utc;
-use ctr_relay::ctim::SequentialIds;
+use ctr_relay::ctim::{JsonSize, SequentialIds};
+use ctr_relay::providers::scope::Unbounded;
 use ctr_relay::domain::{EntitiesLimit, Observable, ObservableType};
 use ctr_relay::providers::cyberscan::mapping;
 use libfuzzer_sys::fuzz_target;
@@ -20,14 +21,20 @@ fuzz_target!(|body: &[u8]| {
     }
     if let Ok(found) = mapping::vulnerabilities(body) {
         let count = found.len();
-        let sightings = mapping::sightings(
+        let Ok(sightings) = mapping::sightings(
             &observable,
             found,
             EntitiesLimit::DEFAULT,
             Utc::now(),
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        ) else {
+            panic!("an unbounded allowance never runs out");
+        };
         assert_eq!(sightings.len(), count.min(EntitiesLimit::DEFAULT.get()));
-        let _ = serde_json::to_vec(&sightings);
+        for sighting in &sightings {
+            let json = serde_json::to_vec(sighting).unwrap_or_default();
+            assert!(sighting.json_size() >= json.len());
+        }
     }
 });

@@ -34,6 +34,8 @@ pub const MAX_CACHE_ENTRIES: u64 = 10_000_000;
 pub const MAX_OBSERVABLES: usize = 100_000;
 /// For every byte-size setting: 1 GiB.
 pub const MAX_BYTES: usize = 1 << 30;
+/// For `MAX_HELD_BYTES`: 64 GiB.
+pub const MAX_HELD: usize = 1 << 36;
 
 /// The environment variables the relay reads; used to reject non-UTF-8 values.
 const VARIABLES: &[&str] = &[
@@ -58,6 +60,13 @@ const VARIABLES: &[&str] = &[
     "RESULT_CACHE_MAX_ENTRIES",
     "UPSTREAM_MAX_IN_FLIGHT",
     "CYBERSCAN_USE_PROXY",
+    "REQUEST_TIMEOUT_SECONDS",
+    "REQUEST_MAX_UPSTREAM_BYTES",
+    "REQUEST_MAX_RESPONSE_BYTES",
+    "MAX_HELD_BYTES",
+    "UPSTREAM_MAX_IN_FLIGHT_PER_HOST",
+    "UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL",
+    "RESULT_CACHE_MAX_BYTES",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +107,15 @@ pub struct RequestLimits {
     pub max_observables: usize,
     /// Upstream lookups of one request that may be in flight at once.
     pub lookup_concurrency: usize,
+    /// The deadline every upstream call of one request shares.
+    pub request_timeout: Duration,
+    /// Upstream answer bytes one request may read, all its calls together.
+    pub max_upstream_bytes: usize,
+    /// The largest answer (its entities, estimated as JSON) of one request.
+    pub max_response_bytes: usize,
+    /// What all requests in flight may hold together (their upstream bytes
+    /// and answers), process-wide.
+    pub max_held_bytes: usize,
 }
 
 /// How the relay talks to its upstreams.
@@ -121,6 +139,12 @@ pub struct UpstreamSettings {
     /// Most calls in flight to one provider at once, over all requests; more
     /// wait (within the upstream timeout). Each costs one connection.
     pub max_in_flight: usize,
+    /// Most calls in flight to one host a caller chose (CyberScan's), so a
+    /// host that stalls holds only these places.
+    pub max_in_flight_per_host: usize,
+    /// Most calls in flight with one credential, so one tenant cannot take
+    /// every place.
+    pub max_in_flight_per_credential: usize,
 }
 
 /// Upstream answers kept per provider, credential and observable; off unless a
@@ -131,6 +155,8 @@ pub struct ResultCacheSettings {
     pub ttl: Option<Duration>,
     /// Most answers kept per provider.
     pub max_entries: u64,
+    /// Most bytes of answers kept per provider.
+    pub max_bytes: u64,
 }
 
 /// Where RS256 keys may come from, and how often they are fetched.
@@ -186,13 +212,20 @@ impl Default for Settings {
                 cache: ResultCacheSettings {
                     ttl: None,
                     max_entries: 10_000,
+                    max_bytes: 32 * 1024 * 1024,
                 },
                 max_in_flight: 1024,
+                max_in_flight_per_host: 128,
+                max_in_flight_per_credential: 256,
             },
             limits: RequestLimits {
                 max_body_bytes: 1024 * 1024,
                 max_observables: 1000,
                 lookup_concurrency: 32,
+                request_timeout: Duration::from_secs(25),
+                max_upstream_bytes: 32 * 1024 * 1024,
+                max_response_bytes: 16 * 1024 * 1024,
+                max_held_bytes: 64 * 1024 * 1024,
             },
             log: LogSettings {
                 filter: "info".to_owned(),
@@ -239,6 +272,13 @@ struct RawSettings {
     result_cache_ttl_seconds: Option<String>,
     result_cache_max_entries: Option<String>,
     upstream_max_in_flight: Option<String>,
+    request_timeout_seconds: Option<String>,
+    request_max_upstream_bytes: Option<String>,
+    request_max_response_bytes: Option<String>,
+    max_held_bytes: Option<String>,
+    upstream_max_in_flight_per_host: Option<String>,
+    upstream_max_in_flight_per_credential: Option<String>,
+    result_cache_max_bytes: Option<String>,
 }
 
 impl Settings {
@@ -336,6 +376,12 @@ impl Settings {
                 defaults.upstream.cache.max_entries as usize,
                 1..=MAX_CACHE_ENTRIES as usize,
             )? as u64,
+            max_bytes: whole(
+                "RESULT_CACHE_MAX_BYTES",
+                raw.result_cache_max_bytes,
+                defaults.upstream.cache.max_bytes as usize,
+                1..=MAX_BYTES,
+            )? as u64,
         };
         let limits = RequestLimits {
             max_body_bytes: whole(
@@ -355,6 +401,29 @@ impl Settings {
                 raw.lookup_concurrency,
                 defaults.limits.lookup_concurrency,
                 1..=MAX_LOOKUP_CONCURRENCY,
+            )?,
+            request_timeout: match present("REQUEST_TIMEOUT_SECONDS", raw.request_timeout_seconds)?
+            {
+                Some(text) => parse_seconds("REQUEST_TIMEOUT_SECONDS", &text)?,
+                None => defaults.limits.request_timeout,
+            },
+            max_upstream_bytes: whole(
+                "REQUEST_MAX_UPSTREAM_BYTES",
+                raw.request_max_upstream_bytes,
+                defaults.limits.max_upstream_bytes,
+                1..=MAX_BYTES,
+            )?,
+            max_response_bytes: whole(
+                "REQUEST_MAX_RESPONSE_BYTES",
+                raw.request_max_response_bytes,
+                defaults.limits.max_response_bytes,
+                1..=MAX_BYTES,
+            )?,
+            max_held_bytes: whole(
+                "MAX_HELD_BYTES",
+                raw.max_held_bytes,
+                defaults.limits.max_held_bytes,
+                1..=MAX_HELD,
             )?,
         };
         let shutdown_grace = Duration::from_secs(whole(
@@ -403,6 +472,18 @@ impl Settings {
                     "UPSTREAM_MAX_IN_FLIGHT",
                     raw.upstream_max_in_flight,
                     defaults.upstream.max_in_flight,
+                    1..=MAX_IN_FLIGHT,
+                )?,
+                max_in_flight_per_host: whole(
+                    "UPSTREAM_MAX_IN_FLIGHT_PER_HOST",
+                    raw.upstream_max_in_flight_per_host,
+                    defaults.upstream.max_in_flight_per_host,
+                    1..=MAX_IN_FLIGHT,
+                )?,
+                max_in_flight_per_credential: whole(
+                    "UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL",
+                    raw.upstream_max_in_flight_per_credential,
+                    defaults.upstream.max_in_flight_per_credential,
                     1..=MAX_IN_FLIGHT,
                 )?,
             },

@@ -45,7 +45,14 @@ fn nothing_set_gives_the_documented_defaults() {
         "the result cache is off by default"
     );
     assert_eq!(settings.upstream.cache.max_entries, 10_000);
+    assert_eq!(settings.upstream.cache.max_bytes, 32 * 1024 * 1024);
     assert_eq!(settings.upstream.max_in_flight, 1024);
+    assert_eq!(settings.upstream.max_in_flight_per_host, 128);
+    assert_eq!(settings.upstream.max_in_flight_per_credential, 256);
+    assert_eq!(settings.limits.request_timeout, Duration::from_secs(25));
+    assert_eq!(settings.limits.max_upstream_bytes, 32 * 1024 * 1024);
+    assert_eq!(settings.limits.max_response_bytes, 16 * 1024 * 1024);
+    assert_eq!(settings.limits.max_held_bytes, 64 * 1024 * 1024);
 }
 
 #[test]
@@ -80,6 +87,14 @@ fn every_variable_is_read() {
         ("RESULT_CACHE_TTL_SECONDS", "30"),
         ("RESULT_CACHE_MAX_ENTRIES", "500"),
         ("UPSTREAM_MAX_IN_FLIGHT", "64"),
+        ("CYBERSCAN_USE_PROXY", "yes"),
+        ("REQUEST_TIMEOUT_SECONDS", "20"),
+        ("REQUEST_MAX_UPSTREAM_BYTES", "1000"),
+        ("REQUEST_MAX_RESPONSE_BYTES", "2000"),
+        ("MAX_HELD_BYTES", "3000"),
+        ("UPSTREAM_MAX_IN_FLIGHT_PER_HOST", "8"),
+        ("UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL", "16"),
+        ("RESULT_CACHE_MAX_BYTES", "4096"),
     ])
     .unwrap();
     assert_eq!(settings.port, 8080);
@@ -106,11 +121,18 @@ fn every_variable_is_read() {
     assert_eq!(settings.workers, Some(3));
     assert_eq!(settings.upstream.max_in_flight, 64);
     assert!(settings.upstream.cyberscan_use_proxy);
+    assert_eq!(settings.limits.request_timeout, Duration::from_secs(20));
+    assert_eq!(settings.limits.max_upstream_bytes, 1000);
+    assert_eq!(settings.limits.max_response_bytes, 2000);
+    assert_eq!(settings.limits.max_held_bytes, 3000);
+    assert_eq!(settings.upstream.max_in_flight_per_host, 8);
+    assert_eq!(settings.upstream.max_in_flight_per_credential, 16);
     assert_eq!(
         settings.upstream.cache,
         ResultCacheSettings {
             ttl: Some(Duration::from_secs(30)),
-            max_entries: 500
+            max_entries: 500,
+            max_bytes: 4096,
         }
     );
     assert_eq!(settings.log.filter, "debug");
@@ -214,6 +236,13 @@ const NUMERIC: &[&str] = &[
     "RESULT_CACHE_MAX_ENTRIES",
     "UPSTREAM_MAX_IN_FLIGHT",
     "CTR_ENTITIES_LIMIT",
+    "REQUEST_TIMEOUT_SECONDS",
+    "REQUEST_MAX_UPSTREAM_BYTES",
+    "REQUEST_MAX_RESPONSE_BYTES",
+    "MAX_HELD_BYTES",
+    "UPSTREAM_MAX_IN_FLIGHT_PER_HOST",
+    "UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL",
+    "RESULT_CACHE_MAX_BYTES",
 ];
 
 #[test]

@@ -7,6 +7,7 @@
 mod entities;
 mod error;
 mod ids;
+mod size;
 mod values;
 
 pub use entities::{
@@ -15,6 +16,7 @@ pub use entities::{
 };
 pub use error::{CtimError, ErrorCode, ErrorEnvelope};
 pub use ids::{IdSource, RandomIds, SequentialIds, TransientId};
+pub use size::{JsonSize, text_size};
 pub use values::{Confidence, Disposition, RelationType, SchemaVersion, Severity, Timestamp, Tlp};
 
 use serde::Serialize;

@@ -8,6 +8,7 @@ use crate::auth::AuthError;
 use crate::ctim::{CtimError, ErrorCode};
 use crate::domain::ProviderName;
 use crate::providers::ProviderError;
+use crate::providers::scope::Limit;
 
 /// Why a whole request failed, whichever front end it came through.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +157,41 @@ pub fn provider_error(error: &ProviderError) -> CtimError {
         ProviderError::TooLarge { provider, limit } => CtimError::new(
             ErrorCode::Unknown,
             format!("The response from {provider} is larger than {limit} bytes"),
+        ),
+        ProviderError::Deadline { provider, after } => CtimError::new(
+            ErrorCode::Timeout,
+            format!(
+                "{provider} did not answer within the request's time limit of {} seconds",
+                seconds(*after)
+            ),
+        ),
+        ProviderError::OverBudget { limit, .. } => over_budget(*limit),
+    }
+}
+
+/// A request that reached a memory limit: its remaining lookups were not made.
+fn over_budget(limit: Limit) -> CtimError {
+    match limit {
+        Limit::UpstreamBytes(bytes) => CtimError::new(
+            ErrorCode::Unknown,
+            format!(
+                "The request reached its limit of {bytes} bytes of upstream answers \
+                 (REQUEST_MAX_UPSTREAM_BYTES); its remaining lookups were not made"
+            ),
+        ),
+        Limit::ResponseBytes(bytes) => CtimError::new(
+            ErrorCode::Unknown,
+            format!(
+                "The answer reached its limit of {bytes} bytes (REQUEST_MAX_RESPONSE_BYTES); \
+                 its remaining lookups were not made"
+            ),
+        ),
+        Limit::HeldBytes(bytes) => CtimError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "The relay holds its limit of {bytes} bytes for the requests in flight \
+                 (MAX_HELD_BYTES); try again shortly"
+            ),
         ),
     }
 }

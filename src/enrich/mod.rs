@@ -13,6 +13,7 @@ pub use errors::RequestError;
 
 use crate::ctim::CtimError;
 use crate::domain::Observable;
+use crate::providers::scope::Scope;
 use crate::providers::{Capability, Provider, ProviderError};
 
 /// The data a request found, and the distinct errors met on the way.
@@ -34,7 +35,9 @@ impl<T> Outcome<T> {
 /// Calls `call` for every (observable, provider) pair where the provider supports
 /// `capability` for the observable's type, at most `concurrency` at a time, and
 /// merges the results in request order (observables first, then providers).
-/// A failed call adds its error and keeps everything else.
+/// A failed call adds its error and keeps everything else — except a call
+/// that reached the request's memory limit: then no further call is made,
+/// those in flight are dropped, and the answer is what was found so far.
 pub async fn fan_out<'a, T, F, Fut>(
     providers: &'a [Provider<'a>],
     observables: &'a [Observable],
@@ -73,6 +76,9 @@ where
                     "lookup failed"
                 );
                 outcome.record(&error);
+                if matches!(error, ProviderError::OverBudget { .. }) {
+                    break;
+                }
             }
         }
     }
@@ -80,8 +86,10 @@ where
 }
 
 /// Checks every provider of the request, concurrently; the distinct errors.
-pub async fn health(providers: &[Provider<'_>]) -> Vec<CtimError> {
-    let results = futures_util::future::join_all(providers.iter().map(Provider::health)).await;
+pub async fn health(providers: &[Provider<'_>], scope: &Scope) -> Vec<CtimError> {
+    let results =
+        futures_util::future::join_all(providers.iter().map(|provider| provider.health(scope)))
+            .await;
     let mut outcome = Outcome::<()>::default();
     for (provider, result) in providers.iter().zip(results) {
         if let Err(error) = result {

@@ -70,6 +70,9 @@ impl Application {
         // Signals are the caller's to handle (see `run_until`): actix would stop
         // abruptly on SIGINT, and tests must not react to the test runner's.
         .disable_signals()
+        // A caller that closes its connection has gone: the request is dropped
+        // at once, with its lookups, instead of running on unseen.
+        .h1_allow_half_closed(false)
         .shutdown_timeout(shutdown_grace.as_secs());
         if let Some(workers) = workers {
             server = server.workers(workers);

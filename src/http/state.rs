@@ -8,6 +8,7 @@ use crate::config::{RequestLimits, Settings};
 use crate::domain::{Credentials, EntitiesLimit};
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
+use crate::providers::scope::{MemoryPool, Scope};
 use crate::providers::{ProviderState, Providers};
 
 /// Shared by every worker and built once: limits, metrics, and the state of
@@ -20,6 +21,8 @@ pub struct AppState {
     providers: ProviderState,
     keys: Arc<KeyCache>,
     tls: Tls,
+    /// What all requests in flight may hold together (`MAX_HELD_BYTES`).
+    pool: Arc<MemoryPool>,
 }
 
 impl AppState {
@@ -30,9 +33,15 @@ impl AppState {
             providers: ProviderState::new(&settings.upstream, tls.clone(), metrics.clone()),
             keys: Arc::new(KeyCache::new(&settings.jwks, metrics.clone())),
             metrics,
+            pool: Arc::new(MemoryPool::new(settings.limits.max_held_bytes)),
             settings,
             tls,
         })
+    }
+
+    /// The deadline and memory budget of a request starting now.
+    pub fn scope(&self) -> Scope {
+        Scope::new(&self.limits, self.pool.clone())
     }
 
     /// The token's `CTR_ENTITIES_LIMIT`, else the configured one (which

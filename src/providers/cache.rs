@@ -4,7 +4,9 @@
 //! caller never sees another's results. Only successful answers are kept;
 //! concurrent lookups of the same key share one upstream call. What is cached
 //! is upstream data, not CTIM: every response is mapped afresh, with its own
-//! transient ids.
+//! transient ids. The cache is bounded by bytes (`RESULT_CACHE_MAX_BYTES`) and
+//! by entries (`RESULT_CACHE_MAX_ENTRIES`): each entry weighs its bytes, and
+//! at least the bytes budget divided by the entries budget.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -12,9 +14,11 @@ use std::sync::Arc;
 
 use moka::future::Cache;
 
+use url::Url;
+
 use super::ProviderError;
 use crate::config::ResultCacheSettings;
-use crate::domain::ProviderName;
+use crate::domain::{ProviderName, Secret};
 use crate::metrics::Metrics;
 
 pub struct ResultCache<K, V> {
@@ -42,19 +46,55 @@ impl<K, V> std::fmt::Debug for ResultCache<K, V> {
     }
 }
 
+/// What a cache entry holds, in bytes (its key's and its value's payload).
+pub trait Weight {
+    fn weight(&self) -> usize;
+}
+
+impl Weight for Arc<Vec<u8>> {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+/// C1fApp's key: the API key and the value looked up.
+impl Weight for (Secret, String) {
+    fn weight(&self) -> usize {
+        self.0.expose().len() + self.1.len()
+    }
+}
+
+/// CyberScan's key: the URL asked and the API key.
+impl Weight for (Url, Secret) {
+    fn weight(&self) -> usize {
+        self.0.as_str().len() + self.1.expose().len()
+    }
+}
+
+/// Besides its payload, each entry costs this much (moka's bookkeeping, the
+/// key's and value's own structures).
+const ENTRY_OVERHEAD: usize = 160;
+
 impl<K, V> ResultCache<K, V>
 where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + Weight + 'static,
+    V: Clone + Send + Sync + Weight + 'static,
 {
     pub fn new(
         settings: &ResultCacheSettings,
         provider: ProviderName,
         metrics: Arc<Metrics>,
     ) -> Self {
+        // An entry weighs its bytes, and at least a fair share of the bytes
+        // budget, so no more than `max_entries` entries ever fit either.
+        let least = (settings.max_bytes / settings.max_entries.max(1)).max(1);
         let cache = settings.ttl.map(|ttl| {
             Cache::builder()
-                .max_capacity(settings.max_entries)
+                .max_capacity(settings.max_bytes)
+                .weigher(move |key: &K, value: &V| {
+                    let bytes = (key.weight() + value.weight() + ENTRY_OVERHEAD) as u64;
+                    u32::try_from(bytes.max(least)).unwrap_or(u32::MAX)
+                })
                 .time_to_live(ttl)
                 .build()
         });
@@ -97,11 +137,24 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    impl Weight for String {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    impl Weight for u32 {
+        fn weight(&self) -> usize {
+            4
+        }
+    }
+
     fn cache(ttl: Option<Duration>) -> ResultCache<String, u32> {
         ResultCache::new(
             &ResultCacheSettings {
                 ttl,
                 max_entries: 100,
+                max_bytes: 1024 * 1024,
             },
             ProviderName::C1fApp,
             Arc::new(Metrics::new().unwrap()),
@@ -166,5 +219,40 @@ mod tests {
             text.contains(r#"ctr_relay_cache_lookups_total{provider="C1fApp",result="miss"} 2"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_cache_holds_no_more_bytes_and_no_more_entries_than_allowed() {
+        let settings = |max_entries, max_bytes| ResultCacheSettings {
+            ttl: Some(Duration::from_secs(60)),
+            max_entries,
+            max_bytes,
+        };
+        let metrics = Arc::new(Metrics::new().unwrap());
+        // By bytes: 64 KiB of room, 100 answers of 4 KiB.
+        let by_bytes: ResultCache<(Secret, String), Arc<Vec<u8>>> = ResultCache::new(
+            &settings(1000, 64 * 1024),
+            ProviderName::C1fApp,
+            metrics.clone(),
+        );
+        // By entries: 10 entries, however small.
+        let by_entries: ResultCache<(Secret, String), Arc<Vec<u8>>> =
+            ResultCache::new(&settings(10, 1 << 30), ProviderName::C1fApp, metrics);
+        for n in 0..100 {
+            let key = (Secret::new("key"), format!("value-{n}"));
+            let big = Arc::new(vec![b'x'; 4096]);
+            let small = Arc::new(b"[]".to_vec());
+            let _ = by_bytes.get_or_fetch(key.clone(), async { Ok(big) }).await;
+            let _ = by_entries.get_or_fetch(key, async { Ok(small) }).await;
+        }
+        for (cache, bound) in [(&by_bytes, 64 * 1024), (&by_entries, 1 << 30)] {
+            let cache = cache.cache.as_ref().unwrap();
+            cache.run_pending_tasks().await;
+            assert!(cache.weighted_size() <= bound, "{}", cache.weighted_size());
+        }
+        let bytes_entries = by_bytes.cache.as_ref().unwrap().entry_count();
+        assert!((1..=16).contains(&bytes_entries), "{bytes_entries}");
+        let counted = by_entries.cache.as_ref().unwrap().entry_count();
+        assert!((1..=10).contains(&counted), "{counted}");
     }
 }

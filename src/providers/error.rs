@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::scope::Limit;
 use crate::domain::ProviderName;
 
 /// A failed upstream call, named by what went wrong. Turned into a CTIM error
@@ -48,6 +49,16 @@ pub enum ProviderError {
         provider: ProviderName,
         limit: usize,
     },
+    #[error("{provider} did not answer within the request's time ({after:?})")]
+    Deadline {
+        provider: ProviderName,
+        after: Duration,
+    },
+    #[error("the request reached a memory limit ({limit:?}) during a {provider} lookup")]
+    OverBudget {
+        provider: ProviderName,
+        limit: Limit,
+    },
 }
 
 impl ProviderError {
@@ -63,6 +74,8 @@ impl ProviderError {
             ProviderError::Interrupted { .. } => "interrupted",
             ProviderError::Timeout { .. } => "timeout",
             ProviderError::TooLarge { .. } => "too_large",
+            ProviderError::Deadline { .. } => "deadline",
+            ProviderError::OverBudget { .. } => "over_budget",
         }
     }
 }

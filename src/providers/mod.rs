@@ -7,6 +7,7 @@ pub mod c1fapp;
 mod cache;
 pub mod cyberscan;
 mod error;
+pub mod scope;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
 use c1fapp::{C1fApp, C1fAppState};
 use cyberscan::{CyberScan, CyberScanState};
+use scope::{Limit, Metered, Scope};
 
 /// What a request asks of a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,16 +124,17 @@ impl Provider<'_> {
         &self,
         observable: &Observable,
         limit: EntitiesLimit,
+        scope: &Scope,
     ) -> Result<Entities, ProviderError> {
         match self {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => Box::pin(client.observe(&credentials.key, observable, limit)).await,
+            } => Box::pin(client.observe(&credentials.key, observable, limit, scope)).await,
             Provider::CyberScan {
                 client,
                 credentials,
-            } => Box::pin(client.observe(credentials, observable, limit)).await,
+            } => Box::pin(client.observe(credentials, observable, limit, scope)).await,
         }
     }
 
@@ -139,38 +142,51 @@ impl Provider<'_> {
         &self,
         observable: &Observable,
         limit: EntitiesLimit,
+        scope: &Scope,
     ) -> Result<Verdicts, ProviderError> {
         match self {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => Box::pin(client.deliberate(&credentials.key, observable, limit)).await,
+            } => Box::pin(client.deliberate(&credentials.key, observable, limit, scope)).await,
             // CyberScan reports vulnerabilities, not maliciousness: no verdicts.
             Provider::CyberScan { .. } => Ok(Verdicts::default()),
         }
     }
 
-    pub async fn refer(&self, observable: &Observable) -> Result<Vec<Reference>, ProviderError> {
+    pub async fn refer(
+        &self,
+        observable: &Observable,
+        scope: &Scope,
+    ) -> Result<Vec<Reference>, ProviderError> {
         match self {
             // C1fApp has no page per observable to pivot to.
             Provider::C1fApp { .. } => Ok(Vec::new()),
             Provider::CyberScan {
                 client,
                 credentials,
-            } => Box::pin(client.refer(credentials, observable)).await,
+            } => Box::pin(client.refer(credentials, observable, scope)).await,
         }
     }
 
-    pub async fn health(&self) -> Result<(), ProviderError> {
+    pub async fn health(&self, scope: &Scope) -> Result<(), ProviderError> {
         match self {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => Box::pin(client.health(&credentials.key)).await,
+            } => Box::pin(client.health(&credentials.key, scope)).await,
             Provider::CyberScan {
                 client,
                 credentials,
-            } => Box::pin(client.health(credentials)).await,
+            } => Box::pin(client.health(credentials, scope)).await,
         }
+    }
+}
+
+/// The error of a lookup whose mapping ran out of its answer's allowance.
+fn truncated(provider: ProviderName, allowance: &Metered<'_>) -> ProviderError {
+    ProviderError::OverBudget {
+        provider,
+        limit: allowance.reached().unwrap_or(Limit::ResponseBytes(0)),
     }
 }

@@ -22,8 +22,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
+use crate::config::RequestLimits;
 use crate::domain::{Credentials, EntitiesLimit};
 use crate::metrics::Metrics;
+use crate::providers::scope::{MemoryPool, Scope};
 use crate::providers::{Capability, Providers};
 use bus::{Inbox, ManageEndpoint, Subscription};
 use stix::{Indicator, Message, StixSighting};
@@ -46,8 +48,11 @@ pub struct ThreatBusSettings {
     pub heartbeat: Duration,
     /// How often the counts are logged.
     pub report_every: Duration,
-    /// Lookups in flight at once.
-    pub concurrency: usize,
+    /// Lookups in flight at once (`lookup_concurrency`), and each indicator's
+    /// deadline and memory budget, as for an HTTP request.
+    pub limits: RequestLimits,
+    /// What all lookups in flight may hold together (`MAX_HELD_BYTES`).
+    pub pool: Arc<MemoryPool>,
     pub credentials: Credentials,
     pub entities_limit: EntitiesLimit,
     /// After a shutdown signal, how long lookups in flight may finish.
@@ -150,7 +155,9 @@ pub async fn run(
         own_ids: Mutex::new(RecentIds::default()),
     });
     let (found_tx, mut found_rx) = mpsc::channel::<String>(QUEUE);
-    let permits = Arc::new(Semaphore::new(shared.settings.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(
+        shared.settings.limits.lookup_concurrency.max(1),
+    ));
     let mut lookups = JoinSet::new();
     let mut report = tokio::time::interval(shared.settings.report_every);
     report.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -342,7 +349,11 @@ async fn enrich(shared: &Shared, indicator: &Indicator, found: &mpsc::Sender<Str
         .iter()
         .filter(|provider| provider.supports(Capability::Observe, observable.kind))
     {
-        match provider.observe(observable, settings.entities_limit).await {
+        let scope = Scope::new(&settings.limits, settings.pool.clone());
+        match provider
+            .observe(observable, settings.entities_limit, &scope)
+            .await
+        {
             Ok(entities) => {
                 for sighting in &entities.sightings.0 {
                     let stix =

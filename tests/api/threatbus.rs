@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ctr_relay::config::Settings;
+use ctr_relay::config::{RequestLimits, Settings};
 use ctr_relay::domain::{C1fAppCredentials, Credentials, EntitiesLimit, Secret};
 use ctr_relay::metrics::Metrics;
 use ctr_relay::outbound::Tls;
+use ctr_relay::providers::scope::MemoryPool;
 use ctr_relay::providers::{ProviderState, Providers};
 use ctr_relay::threatbus::bus::ManageEndpoint;
 use ctr_relay::threatbus::{Counts, ThreatBusSettings, run};
@@ -200,7 +201,11 @@ async fn start_relay(manage: &str, c1fapp: &MockServer) -> Relay {
         snapshot_days: 0,
         heartbeat: Duration::from_millis(200),
         report_every: Duration::from_secs(1),
-        concurrency: 4,
+        limits: RequestLimits {
+            lookup_concurrency: 4,
+            ..Settings::default().limits
+        },
+        pool: Arc::new(MemoryPool::new(64 * 1024 * 1024)),
         credentials: Credentials {
             c1fapp: Some(C1fAppCredentials {
                 key: Secret::new(C1FAPP_KEY),

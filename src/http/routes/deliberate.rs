@@ -17,13 +17,14 @@ pub async fn deliberate(
 ) -> Result<HttpResponse, RequestError> {
     let observables = read_observables(&request, payload, &state.limits).await?;
     let providers = worker.providers.for_credentials(&credentials);
+    let scope = state.scope();
     let limit = state.entities_limit(&credentials);
     let outcome = fan_out(
         &providers,
         &observables,
         Capability::Deliberate,
         state.limits.lookup_concurrency,
-        |provider, observable| provider.deliberate(observable, limit),
+        |provider, observable| provider.deliberate(observable, limit, &scope),
         |data, found| data.extend(found),
     )
     .await;

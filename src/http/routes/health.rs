@@ -5,7 +5,7 @@ use super::Data;
 use crate::ctim::ErrorEnvelope;
 use crate::domain::Credentials;
 use crate::enrich;
-use crate::http::Worker;
+use crate::http::{AppState, Worker};
 
 #[derive(Serialize)]
 struct Status {
@@ -14,9 +14,13 @@ struct Status {
 
 /// POST /health: every provider the token has credentials for answers and
 /// accepts them.
-pub async fn health(worker: web::Data<Worker>, credentials: Credentials) -> HttpResponse {
+pub async fn health(
+    state: web::Data<AppState>,
+    worker: web::Data<Worker>,
+    credentials: Credentials,
+) -> HttpResponse {
     let providers = worker.providers.for_credentials(&credentials);
-    let errors = enrich::health(&providers).await;
+    let errors = enrich::health(&providers, &state.scope()).await;
     if errors.is_empty() {
         HttpResponse::Ok().json(Data {
             data: Status { status: "ok" },

@@ -17,13 +17,14 @@ pub async fn observe(
 ) -> Result<HttpResponse, RequestError> {
     let observables = read_observables(&request, payload, &state.limits).await?;
     let providers = worker.providers.for_credentials(&credentials);
+    let scope = state.scope();
     let limit = state.entities_limit(&credentials);
     let outcome = fan_out(
         &providers,
         &observables,
         Capability::Observe,
         state.limits.lookup_concurrency,
-        |provider, observable| provider.observe(observable, limit),
+        |provider, observable| provider.observe(observable, limit, &scope),
         |data, found| data.extend(found),
     )
     .await;

@@ -17,12 +17,13 @@ pub async fn refer(
 ) -> Result<HttpResponse, RequestError> {
     let observables = read_observables(&request, payload, &state.limits).await?;
     let providers = worker.providers.for_credentials(&credentials);
+    let scope = state.scope();
     let outcome = fan_out(
         &providers,
         &observables,
         Capability::Refer,
         state.limits.lookup_concurrency,
-        |provider, observable| provider.refer(observable),
+        |provider, observable| provider.refer(observable, &scope),
         |data: &mut Vec<_>, found| data.extend(found),
     )
     .await;

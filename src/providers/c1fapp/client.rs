@@ -7,13 +7,15 @@ use std::sync::Arc;
 use super::mapping;
 use super::records::{Record, parse_records};
 use crate::config::UpstreamSettings;
+use crate::ctim::JsonSize;
 use crate::ctim::{Entities, RandomIds, Verdicts};
 use crate::domain::{EntitiesLimit, Observable, ObservableType, ProviderName, Secret};
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
 use crate::providers::cache::ResultCache;
+use crate::providers::scope::{Allowance, Metered, Scope};
 use crate::providers::upstream::{self, Endpoint, Gate};
-use crate::providers::{Capability, ProviderError};
+use crate::providers::{Capability, ProviderError, truncated};
 
 const PROVIDER: ProviderName = ProviderName::C1fApp;
 
@@ -32,6 +34,8 @@ const HEALTH_PROBE: &str = "test.com";
 #[derive(Debug)]
 pub struct C1fAppState {
     settings: UpstreamSettings,
+    /// `host[:port]` of the configured endpoint.
+    host: String,
     metrics: Arc<Metrics>,
     /// Answers by (API key, value), when the result cache is on.
     cache: ResultCache<(Secret, String), Arc<Vec<u8>>>,
@@ -42,8 +46,10 @@ impl C1fAppState {
     pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Self {
         Self {
             settings: settings.clone(),
+            host: settings.c1fapp_api_url.authority().to_owned(),
             cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
-            gate: Gate::new(settings),
+            // The operator chose the one endpoint: no places per host.
+            gate: Gate::new(settings, false),
             metrics,
         }
     }
@@ -85,15 +91,13 @@ impl C1fApp {
         key: &Secret,
         observable: &Observable,
         limit: EntitiesLimit,
+        scope: &Scope,
     ) -> Result<Entities, ProviderError> {
-        let body = self.answer(key, &observable.value).await?;
+        let body = self.answer(key, &observable.value, scope).await?;
         let records = parse(&body)?;
-        Ok(mapping::entities(
-            observable,
-            &records,
-            limit,
-            &mut RandomIds,
-        ))
+        let allowance = Metered::new(scope.budget());
+        mapping::entities(observable, &records, limit, &allowance, &mut RandomIds)
+            .map_err(|_| truncated(PROVIDER, &allowance))
     }
 
     pub async fn deliberate(
@@ -101,28 +105,37 @@ impl C1fApp {
         key: &Secret,
         observable: &Observable,
         limit: EntitiesLimit,
+        scope: &Scope,
     ) -> Result<Verdicts, ProviderError> {
-        let body = self.answer(key, &observable.value).await?;
+        let body = self.answer(key, &observable.value, scope).await?;
         let records = parse(&body)?;
         let mut verdicts = Verdicts::default();
-        verdicts
-            .verdicts
-            .0
-            .extend(mapping::verdict(observable, &records, limit));
+        if let Some(verdict) = mapping::verdict(observable, &records, limit) {
+            let allowance = Metered::new(scope.budget());
+            if !allowance.allow(verdict.json_size()) {
+                return Err(truncated(PROVIDER, &allowance));
+            }
+            verdicts.verdicts.0.push(verdict);
+        }
         Ok(verdicts)
     }
 
     /// C1fApp's answer for `value`, from the result cache when it is on (the
     /// cache keeps only answers that parse). Records are parsed from it by the
     /// caller, borrowing their text from the body.
-    async fn answer(&self, key: &Secret, value: &str) -> Result<Arc<Vec<u8>>, ProviderError> {
+    async fn answer(
+        &self,
+        key: &Secret,
+        value: &str,
+        scope: &Scope,
+    ) -> Result<Arc<Vec<u8>>, ProviderError> {
         if !self.state.cache.enabled() {
-            return self.search(key, value, "search").await.map(Arc::new);
+            return self.search(key, value, "search", scope).await.map(Arc::new);
         }
         self.state
             .cache
             .get_or_fetch((key.clone(), value.to_owned()), async {
-                let body = self.search(key, value, "search").await?;
+                let body = self.search(key, value, "search", scope).await?;
                 parse(&body)?;
                 Ok(Arc::new(body))
             })
@@ -131,8 +144,8 @@ impl C1fApp {
 
     /// One lookup of `test.com` (never from the cache): healthy when it does
     /// not fail and its answer parses.
-    pub async fn health(&self, key: &Secret) -> Result<(), ProviderError> {
-        let body = self.search(key, HEALTH_PROBE, "health").await?;
+    pub async fn health(&self, key: &Secret, scope: &Scope) -> Result<(), ProviderError> {
+        let body = self.search(key, HEALTH_PROBE, "health", scope).await?;
         parse(&body).map(drop)
     }
 
@@ -143,6 +156,7 @@ impl C1fApp {
         key: &Secret,
         value: &str,
         operation: &'static str,
+        scope: &Scope,
     ) -> Result<Vec<u8>, ProviderError> {
         let state = &*self.state;
         let url = &state.settings.c1fapp_api_url;
@@ -156,9 +170,11 @@ impl C1fApp {
             provider: PROVIDER,
             metrics: &state.metrics,
             gate: &state.gate,
+            host: &state.host,
             credential: state.gate.credential(key),
             configured: url,
             operation,
+            scope,
         };
         let response = upstream::send(endpoint, request, &state.settings).await?;
         if is_nothing_found(&response.body) {

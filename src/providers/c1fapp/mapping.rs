@@ -6,11 +6,13 @@ use chrono::{Days, NaiveDate, NaiveTime};
 
 use super::records::Record;
 use super::relations::relations;
+use crate::ctim::JsonSize;
 use crate::ctim::{
     Confidence, Disposition, Entities, IdSource, Indicator, Judgement, ObservedTime, Relationship,
     SchemaVersion, Severity, Sighting, Timestamp, Tlp, TransientId, ValidTime, Verdict, clip,
 };
 use crate::domain::{EntitiesLimit, Observable};
+use crate::providers::scope::{Allowance, Truncated};
 
 const SOURCE: &str = "C1fApp";
 
@@ -25,35 +27,48 @@ fn midnight(date: NaiveDate) -> Timestamp {
 
 /// Sightings, indicators, member-of relationships, and one judgement with its
 /// verdict, for the newest `limit` records of one observable.
+///
+/// Each entity is counted against `allowance` before it is kept; when the
+/// allowance runs out, mapping stops with [`Truncated`].
 pub fn entities(
     observable: &Observable,
     records: &[Record],
     limit: EntitiesLimit,
+    allowance: &impl Allowance,
     ids: &mut impl IdSource,
-) -> Entities {
+) -> Result<Entities, Truncated> {
     let records = newest(records, limit);
     let mut entities = Entities::default();
     let mut indicator_of_feed: HashMap<&str, TransientId> = HashMap::new();
 
     for record in records {
         let sighting = sighting(observable, record, ids);
-        let indicator_id = match indicator_of_feed.get(record.feed_label.as_ref()) {
-            Some(id) => id.clone(),
-            None => {
-                let indicator = indicator(record, ids);
-                let id = indicator.id.clone();
-                indicator_of_feed.insert(&record.feed_label, id.clone());
-                entities.indicators.0.push(indicator);
-                id
-            }
+        let new_indicator = match indicator_of_feed.contains_key(record.feed_label.as_ref()) {
+            true => None,
+            false => Some(indicator(record, ids)),
         };
-        entities.relationships.0.push(Relationship {
+        let indicator_id = match &new_indicator {
+            Some(indicator) => indicator.id.clone(),
+            None => indicator_of_feed[record.feed_label.as_ref()].clone(),
+        };
+        let relationship = Relationship {
             id: TransientId::new("relationship", ids),
             schema_version: SchemaVersion,
             relationship_type: "member-of",
             source_ref: sighting.id.clone(),
             target_ref: indicator_id,
-        });
+        };
+        let size = sighting.json_size()
+            + relationship.json_size()
+            + new_indicator.as_ref().map_or(0, JsonSize::json_size);
+        if !allowance.allow(size) {
+            return Err(Truncated);
+        }
+        if let Some(indicator) = new_indicator {
+            indicator_of_feed.insert(&record.feed_label, indicator.id.clone());
+            entities.indicators.0.push(indicator);
+        }
+        entities.relationships.0.push(relationship);
         entities.sightings.0.push(sighting);
     }
 
@@ -71,15 +86,19 @@ pub fn entities(
             reason: assessment.reason,
             valid_time: assessment.valid_time.clone(),
         };
-        entities.verdicts.0.push(Verdict {
+        let verdict = Verdict {
             disposition: assessment.disposition,
             observable: observable.clone(),
             judgement_id: Some(judgement.id.clone()),
             valid_time: assessment.valid_time,
-        });
+        };
+        if !allowance.allow(judgement.json_size() + verdict.json_size()) {
+            return Err(Truncated);
+        }
+        entities.verdicts.0.push(verdict);
         entities.judgements.0.push(judgement);
     }
-    entities
+    Ok(entities)
 }
 
 /// The verdict alone, for /deliberate: it names no judgement, since none is
@@ -203,6 +222,7 @@ mod tests {
     use crate::ctim::SequentialIds;
     use crate::domain::ObservableType;
     use crate::providers::c1fapp::fixtures::{parse, record};
+    use crate::providers::scope::Unbounded;
     use serde_json::{Value, json};
 
     fn limit(n: usize) -> EntitiesLimit {
@@ -218,8 +238,10 @@ mod tests {
             observable,
             &parse(records),
             EntitiesLimit::DEFAULT,
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         serde_json::to_value(entities).unwrap()
     }
 
@@ -323,8 +345,10 @@ mod tests {
             &domain(),
             &parse(&records),
             limit(2),
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         let dates: Vec<_> = entities
             .sightings
             .0
@@ -362,8 +386,10 @@ mod tests {
             &domain(),
             &parse(&records),
             EntitiesLimit::DEFAULT,
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         assert_eq!(entities.sightings.len(), 3);
         assert_eq!(entities.indicators.len(), 2);
         let indicator_a = &entities.indicators.0[0];
@@ -410,8 +436,10 @@ mod tests {
             &domain(),
             &parse(&records),
             EntitiesLimit::DEFAULT,
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         let judgement = &entities.judgements.0[0];
         assert_eq!(judgement.disposition, Disposition::Suspicious);
         assert_eq!(judgement.confidence, Confidence::Medium);
@@ -445,8 +473,10 @@ mod tests {
             &domain(),
             &parse(&records),
             EntitiesLimit::DEFAULT,
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         assert_eq!(entities.judgements.0[0].reason, "Strong: malware, botnet");
     }
 
@@ -464,8 +494,10 @@ mod tests {
                 "source": [format!("https://{huge}")]
             }))]),
             EntitiesLimit::DEFAULT,
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         let limit = crate::ctim::MAX_TEXT_CHARS + 1;
         let indicator = &entities.indicators.0[0];
         assert_eq!(indicator.short_description.chars().count(), limit);
@@ -486,13 +518,49 @@ mod tests {
     }
 
     #[test]
+    fn mapping_stops_when_the_allowance_runs_out() {
+        struct Bytes(std::cell::Cell<usize>);
+        impl Allowance for Bytes {
+            fn allow(&self, bytes: usize) -> bool {
+                let left = self.0.get();
+                self.0.set(left.saturating_sub(bytes));
+                bytes <= left
+            }
+        }
+        let records = parse(&[record(json!({})), record(json!({})), record(json!({}))]);
+        let everything = entities(
+            &domain(),
+            &records,
+            EntitiesLimit::DEFAULT,
+            &Unbounded,
+            &mut SequentialIds::default(),
+        )
+        .unwrap();
+        assert_eq!(everything.sightings.len(), 3);
+        let one_record = everything.sightings.0[0].json_size() + 2000;
+        let tight = Bytes(std::cell::Cell::new(one_record));
+        assert_eq!(
+            entities(
+                &domain(),
+                &records,
+                EntitiesLimit::DEFAULT,
+                &tight,
+                &mut SequentialIds::default()
+            ),
+            Err(Truncated)
+        );
+    }
+
+    #[test]
     fn no_records_means_no_entities_at_all() {
         let entities = entities(
             &domain(),
             &[],
             EntitiesLimit::DEFAULT,
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         assert!(entities.is_empty());
         assert!(verdict(&domain(), &[], EntitiesLimit::DEFAULT).is_none());
     }

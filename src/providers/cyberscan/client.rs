@@ -14,6 +14,7 @@ use url::Url;
 
 use super::mapping;
 use crate::config::UpstreamSettings;
+use crate::ctim::JsonSize;
 use crate::ctim::{Entities, RandomIds, Reference};
 use crate::domain::{
     CyberScanCredentials, EntitiesLimit, Observable, ObservableType, ProviderName, Secret,
@@ -22,8 +23,9 @@ use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls, json_error};
 use crate::providers::address::{PublicOnlyResolver, is_public};
 use crate::providers::cache::ResultCache;
+use crate::providers::scope::{Allowance, Metered, Scope};
 use crate::providers::upstream::{self, Endpoint, Gate, UpstreamResponse};
-use crate::providers::{Capability, ProviderError};
+use crate::providers::{Capability, ProviderError, truncated};
 
 const PROVIDER: ProviderName = ProviderName::CyberScan;
 
@@ -62,7 +64,8 @@ impl CyberScanState {
                 .time_to_idle(TOKEN_IDLE_TIME)
                 .build(),
             cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
-            gate: Gate::new(settings),
+            // The caller chooses the host: each host has places of its own.
+            gate: Gate::new(settings, true),
             metrics,
         }
     }
@@ -116,8 +119,9 @@ impl CyberScan {
         credentials: &CyberScanCredentials,
         observable: &Observable,
         limit: EntitiesLimit,
+        scope: &Scope,
     ) -> Result<Entities, ProviderError> {
-        let Some(ip) = self.ip_of(credentials, observable).await? else {
+        let Some(ip) = self.ip_of(credentials, observable, scope).await? else {
             return Ok(Entities::default());
         };
         let body = self
@@ -125,12 +129,21 @@ impl CyberScan {
                 credentials,
                 &["vulnerabilities", "ip", &ip],
                 "vulnerabilities",
+                scope,
             )
             .await?;
         let found = mapping::vulnerabilities(&body).map_err(malformed)?;
+        let allowance = Metered::new(scope.budget());
         let mut entities = Entities::default();
-        entities.sightings.0 =
-            mapping::sightings(observable, found, limit, Utc::now(), &mut RandomIds);
+        entities.sightings.0 = mapping::sightings(
+            observable,
+            found,
+            limit,
+            Utc::now(),
+            &allowance,
+            &mut RandomIds,
+        )
+        .map_err(|_| truncated(PROVIDER, &allowance))?;
         Ok(entities)
     }
 
@@ -139,19 +152,31 @@ impl CyberScan {
         &self,
         credentials: &CyberScanCredentials,
         observable: &Observable,
+        scope: &Scope,
     ) -> Result<Vec<Reference>, ProviderError> {
         let Some(segment) = path_segment(observable) else {
             return Ok(Vec::new());
         };
         let kind = observable.kind.as_str();
-        let body = self.get(credentials, &[kind, segment], "details").await?;
+        let body = self
+            .get(credentials, &[kind, segment], "details", scope)
+            .await?;
         let page = mapping::details_page(&body).map_err(malformed)?;
-        Ok(vec![mapping::reference(observable, page)])
+        let reference = mapping::reference(observable, page);
+        let allowance = Metered::new(scope.budget());
+        if !allowance.allow(reference.json_size()) {
+            return Err(truncated(PROVIDER, &allowance));
+        }
+        Ok(vec![reference])
     }
 
     /// Healthy when the token call succeeds; always asks for a new token.
-    pub async fn health(&self, credentials: &CyberScanCredentials) -> Result<(), ProviderError> {
-        let token = self.authenticate(credentials).await?;
+    pub async fn health(
+        &self,
+        credentials: &CyberScanCredentials,
+        scope: &Scope,
+    ) -> Result<(), ProviderError> {
+        let token = self.authenticate(credentials, scope).await?;
         self.state
             .tokens
             .insert(token_key(credentials), token)
@@ -164,6 +189,7 @@ impl CyberScan {
         &self,
         credentials: &CyberScanCredentials,
         observable: &Observable,
+        scope: &Scope,
     ) -> Result<Option<String>, ProviderError> {
         let Some(segment) = path_segment(observable) else {
             return Ok(None);
@@ -171,7 +197,7 @@ impl CyberScan {
         match observable.kind {
             ObservableType::Domain => {
                 let body = self
-                    .get(credentials, &["domain", segment], "domain")
+                    .get(credentials, &["domain", segment], "domain", scope)
                     .await?;
                 mapping::resolved_ip(&body).map_err(malformed)
             }
@@ -185,13 +211,16 @@ impl CyberScan {
         credentials: &CyberScanCredentials,
         segments: &[&str],
         operation: &'static str,
+        scope: &Scope,
     ) -> Result<Arc<Vec<u8>>, ProviderError> {
         let url = endpoint_url(&credentials.api, segments);
         let key = (url.clone(), credentials.api_key.clone());
         self.state
             .cache
             .get_or_fetch(key, async {
-                self.fetch(credentials, &url, operation).await.map(Arc::new)
+                self.fetch(credentials, &url, operation, scope)
+                    .await
+                    .map(Arc::new)
             })
             .await
     }
@@ -203,16 +232,21 @@ impl CyberScan {
         credentials: &CyberScanCredentials,
         url: &Url,
         operation: &'static str,
+        scope: &Scope,
     ) -> Result<Vec<u8>, ProviderError> {
-        let mut token = self.token(credentials).await?;
-        let mut response = self.send_get(credentials, url, &token, operation).await?;
+        let mut token = self.token(credentials, scope).await?;
+        let mut response = self
+            .send_get(credentials, url, &token, operation, scope)
+            .await?;
         if matches!(
             response.status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
             self.forget(credentials, &token).await;
-            token = self.token(credentials).await?;
-            response = self.send_get(credentials, url, &token, operation).await?;
+            token = self.token(credentials, scope).await?;
+            response = self
+                .send_get(credentials, url, &token, operation, scope)
+                .await?;
         }
         check(credentials, Some(&token), response)
     }
@@ -223,6 +257,7 @@ impl CyberScan {
         url: &Url,
         token: &Secret,
         operation: &'static str,
+        scope: &Scope,
     ) -> Result<UpstreamResponse, ProviderError> {
         self.refuse_internal_literal(credentials)?;
         let request = self
@@ -230,7 +265,7 @@ impl CyberScan {
             .request(Method::GET, url.clone())
             .bearer_auth(token.expose());
         upstream::send(
-            self.endpoint(credentials, operation),
+            self.endpoint(credentials, operation, scope),
             request,
             &self.state.settings,
         )
@@ -239,13 +274,16 @@ impl CyberScan {
 
     /// The cached token for these credentials, or a new one. Concurrent
     /// requests for the same credentials share one token call.
-    async fn token(&self, credentials: &CyberScanCredentials) -> Result<Secret, ProviderError> {
+    async fn token(
+        &self,
+        credentials: &CyberScanCredentials,
+        scope: &Scope,
+    ) -> Result<Secret, ProviderError> {
         // Boxed: the cache's future is large and is rarely more than a lookup.
-        Box::pin(
-            self.state
-                .tokens
-                .try_get_with(token_key(credentials), self.authenticate(credentials)),
-        )
+        Box::pin(self.state.tokens.try_get_with(
+            token_key(credentials),
+            self.authenticate(credentials, scope),
+        ))
         .await
         .map_err(|error| (*error).clone())
     }
@@ -270,6 +308,7 @@ impl CyberScan {
     async fn authenticate(
         &self,
         credentials: &CyberScanCredentials,
+        scope: &Scope,
     ) -> Result<Secret, ProviderError> {
         self.refuse_internal_literal(credentials)?;
         let url = endpoint_url(&credentials.api, &["token"]);
@@ -277,7 +316,7 @@ impl CyberScan {
             key: credentials.api_key.expose(),
         });
         let response = upstream::send(
-            self.endpoint(credentials, "token"),
+            self.endpoint(credentials, "token", scope),
             request,
             &self.state.settings,
         )
@@ -321,17 +360,20 @@ impl CyberScan {
         &'a self,
         credentials: &'a CyberScanCredentials,
         operation: &'static str,
+        scope: &'a Scope,
     ) -> Endpoint<'a> {
         Endpoint {
             provider: PROVIDER,
             metrics: &self.state.metrics,
             gate: &self.state.gate,
+            host: credentials.api.authority(),
             credential: self
                 .state
                 .gate
                 .credential((&credentials.api, &credentials.api_key)),
             configured: &credentials.api,
             operation,
+            scope,
         }
     }
 }

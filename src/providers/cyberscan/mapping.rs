@@ -3,12 +3,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::ctim::JsonSize;
 use crate::ctim::{
     Confidence, IdSource, ObservedTime, Reference, SchemaVersion, Sighting, SightingDataTable,
     Timestamp, TransientId, clip,
 };
 use crate::domain::{EntitiesLimit, Observable};
 use crate::outbound::json_error;
+use crate::providers::scope::{Allowance, Truncated};
 
 const SOURCE: &str = "CyberScan";
 
@@ -102,14 +104,17 @@ fn cell(value: &Value) -> String {
     }
 }
 
-/// One sighting per vulnerability, for the first `limit` of them.
+/// One sighting per vulnerability, for the first `limit` of them. Each is
+/// counted against `allowance` before it is kept; when the allowance runs
+/// out, mapping stops with [`Truncated`].
 pub fn sightings(
     observable: &Observable,
     vulnerabilities: Vec<Vulnerability>,
     limit: EntitiesLimit,
     now: DateTime<Utc>,
+    allowance: &impl Allowance,
     ids: &mut impl IdSource,
-) -> Vec<Sighting> {
+) -> Result<Vec<Sighting>, Truncated> {
     vulnerabilities
         .into_iter()
         .take(limit.get())
@@ -144,6 +149,10 @@ pub fn sightings(
                 data: Some(SightingDataTable::single_row(cells)),
             }
         })
+        .map(|sighting| match allowance.allow(sighting.json_size()) {
+            true => Ok(sighting),
+            false => Err(Truncated),
+        })
         .collect()
 }
 
@@ -164,6 +173,7 @@ mod tests {
     use super::*;
     use crate::ctim::SequentialIds;
     use crate::domain::ObservableType;
+    use crate::providers::scope::Unbounded;
     use chrono::TimeZone;
     use serde_json::json;
 
@@ -198,8 +208,10 @@ mod tests {
             found,
             EntitiesLimit::DEFAULT,
             now,
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         assert_eq!(
             serde_json::to_value(&sightings).unwrap(),
             json!([{
@@ -244,8 +256,10 @@ mod tests {
             found,
             EntitiesLimit::DEFAULT,
             Utc::now(),
+            &Unbounded,
             &mut SequentialIds::default(),
-        )[0];
+        )
+        .unwrap()[0];
         let table = serde_json::to_value(sighting.data.as_ref().unwrap()).unwrap();
         assert_eq!(table["columns"][0]["name"], "zeta");
         assert_eq!(table["columns"][2]["name"], "alpha");
@@ -263,8 +277,10 @@ mod tests {
             found,
             EntitiesLimit::DEFAULT,
             Utc::now(),
+            &Unbounded,
             &mut SequentialIds::default(),
-        )[0];
+        )
+        .unwrap()[0];
         assert_eq!(
             sighting.short_description.as_deref(),
             Some("Vulnerability observed at CyberScan")
@@ -279,8 +295,10 @@ mod tests {
             found,
             EntitiesLimit::DEFAULT,
             Utc::now(),
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         assert_eq!(sightings.len(), 1);
         sightings.remove(0)
     }
@@ -359,8 +377,10 @@ mod tests {
             found,
             EntitiesLimit::parse("2").unwrap(),
             Utc::now(),
+            &Unbounded,
             &mut SequentialIds::default(),
-        );
+        )
+        .unwrap();
         let titles: Vec<_> = sightings.iter().map(|s| s.title.clone().unwrap()).collect();
         assert_eq!(titles, vec!["v0", "v1"]);
     }

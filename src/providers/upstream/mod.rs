@@ -17,6 +17,7 @@ use gate::RateLimited;
 
 use super::ProviderError;
 use super::address::NotPublic;
+use super::scope::Scope;
 use crate::config::UpstreamSettings;
 use crate::domain::ProviderName;
 use crate::metrics::Metrics;
@@ -81,40 +82,85 @@ impl UpstreamResponse {
     }
 }
 
-/// One upstream endpoint of one provider, for error messages, logs and metrics.
+/// One upstream endpoint of one provider, and the request a call is made for.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint<'a> {
     pub provider: ProviderName,
     pub metrics: &'a Metrics,
     pub gate: &'a Gate,
+    /// `host[:port]` of the call: the key of per-host places and rate limits.
+    pub host: &'a str,
     /// [`Gate::credential`] of the credential the call is made with.
     pub credential: u64,
     /// What is shown in a connection error ("validate the configured API endpoint").
     pub configured: &'a Url,
     /// A short name for logs: `search`, `token`, `vulnerabilities`, …
     pub operation: &'static str,
+    /// The deadline and memory budget of the request the call is made for.
+    pub scope: &'a Scope,
+}
+
+/// How long one call may take, and which limit that is.
+#[derive(Debug, Clone, Copy)]
+struct Budgeted {
+    /// The earlier of the call's own timeout and the request's deadline.
+    ends: Instant,
+    /// Whether the request's deadline (rather than `UPSTREAM_TIMEOUT_SECONDS`)
+    /// is what ends it.
+    by_request: bool,
+}
+
+impl Budgeted {
+    fn new(endpoint: Endpoint<'_>, timeout: Duration) -> Self {
+        let started = Instant::now();
+        let own = started + timeout;
+        let deadline = endpoint.scope.deadline();
+        Self {
+            ends: own.min(deadline),
+            by_request: deadline < own,
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.ends.saturating_duration_since(Instant::now())
+    }
+
+    fn expired(&self, endpoint: Endpoint<'_>, timeout: Duration) -> ProviderError {
+        match self.by_request {
+            true => ProviderError::Deadline {
+                provider: endpoint.provider,
+                after: endpoint.scope.allowed(),
+            },
+            false => ProviderError::Timeout {
+                provider: endpoint.provider,
+                after: timeout,
+            },
+        }
+    }
 }
 
 /// Sends `request` and reads the body, at most `settings.max_response_bytes`.
 ///
-/// The whole exchange — waiting for a place among the calls in flight, the
-/// call, and for a GET its one retry — is bounded by `settings.timeout`. A GET
-/// (idempotent) that fails to connect, is cut off, or gets 502, 503 or 504 is
-/// tried once more after a short random pause, when time is left. A 429 is
-/// returned as it is and remembered: until its `Retry-After` (default
-/// [`RATE_LIMIT_DEFAULT`], at most [`RATE_LIMIT_CAP`]) calls with the same
-/// credential are answered with that 429 without being sent.
+/// The whole exchange — waiting for places among the calls in flight, the
+/// call, and for a GET its one retry — is bounded by `settings.timeout` and
+/// by the request's deadline, whichever comes first; the bytes read count
+/// against the request's budget. A GET (idempotent) that fails to connect, is
+/// cut off, or gets 502, 503 or 504 is tried once more after a short random
+/// pause, when time is left. A 429 is returned as it is and remembered: until
+/// its `Retry-After` (default [`RATE_LIMIT_DEFAULT`], at most
+/// [`RATE_LIMIT_CAP`]) calls with the same credential to the same host are
+/// answered with that 429 without being sent.
 pub async fn send(
     endpoint: Endpoint<'_>,
     request: RequestBuilder,
     settings: &UpstreamSettings,
 ) -> Result<UpstreamResponse, ProviderError> {
-    let started = Instant::now();
-    let timeout = || ProviderError::Timeout {
-        provider: endpoint.provider,
-        after: settings.timeout,
-    };
-    if let Some(limited) = endpoint.gate.rate_limited(endpoint.credential) {
+    let budget = Budgeted::new(endpoint, settings.timeout);
+    let expired = || budget.expired(endpoint, settings.timeout);
+    if let Some(limited) = endpoint
+        .gate
+        .rate_limited(endpoint.host, endpoint.credential)
+    {
         tracing::info!(
             provider = %endpoint.provider,
             operation = endpoint.operation,
@@ -130,35 +176,44 @@ pub async fn send(
             retry_after: None,
         });
     }
+    if budget.remaining() < MIN_CALL_TIME {
+        endpoint
+            .metrics
+            .upstream_skipped(endpoint.provider.as_str(), "deadline");
+        return Err(expired());
+    }
     let (client, request) = request.build_split();
     let request = request.map_err(|error| classify(endpoint, settings.timeout, error))?;
     let idempotent = request.method() == Method::GET;
 
-    // Waiting for a place counts against the timeout.
-    let _permit = tokio::time::timeout(settings.timeout, endpoint.gate.place())
-        .await
-        .map_err(|_| timeout())?
-        .ok_or_else(timeout)?;
+    // Waiting for places counts against the time.
+    let _places = tokio::time::timeout(
+        budget.remaining(),
+        endpoint.gate.places(endpoint.host, endpoint.credential),
+    )
+    .await
+    .map_err(|_| expired())?
+    .ok_or_else(expired)?;
 
     let retry = if idempotent {
         request.try_clone()
     } else {
         None
     };
-    let remaining = settings.timeout.saturating_sub(started.elapsed());
+    let remaining = budget.remaining();
     if remaining < MIN_CALL_TIME {
-        return Err(timeout());
+        return Err(expired());
     }
     // Boxed: two inline calls would lay out two copies of the (large) HTTP
     // future in every lookup's state, for calls that are mostly never retried.
-    let first = Box::pin(attempt(endpoint, &client, request, remaining, settings)).await;
+    let first = Box::pin(attempt(
+        endpoint, &client, request, remaining, budget, settings,
+    ))
+    .await;
     let result = match retry {
         Some(again) if worth_retrying(&first) => {
             let pause = Duration::from_millis(rand::rng().random_range(RETRY_BACKOFF_MS));
-            let remaining = settings
-                .timeout
-                .saturating_sub(started.elapsed())
-                .saturating_sub(pause);
+            let remaining = budget.remaining().saturating_sub(pause);
             if remaining < MIN_CALL_TIME {
                 first
             } else {
@@ -172,7 +227,10 @@ pub async fn send(
                     .metrics
                     .upstream_retry(endpoint.provider.as_str(), endpoint.operation);
                 tokio::time::sleep(pause).await;
-                Box::pin(attempt(endpoint, &client, again, remaining, settings)).await
+                Box::pin(attempt(
+                    endpoint, &client, again, remaining, budget, settings,
+                ))
+                .await
             }
         }
         _ => first,
@@ -214,6 +272,7 @@ fn remember_rate_limit(endpoint: Endpoint<'_>, response: &UpstreamResponse) {
     );
     let body = response.body[..response.body.len().min(RATE_LIMITED_BODY_BYTES)].to_vec();
     endpoint.gate.remember(
+        endpoint.host,
         endpoint.credential,
         RateLimited {
             until: Instant::now() + wait,
@@ -245,11 +304,12 @@ async fn attempt(
     client: &Client,
     mut request: Request,
     timeout: Duration,
+    budget: Budgeted,
     settings: &UpstreamSettings,
 ) -> Result<UpstreamResponse, ProviderError> {
     let started = Instant::now();
     *request.timeout_mut() = Some(timeout);
-    let result = exchange(endpoint, client, request, settings).await;
+    let result = exchange(endpoint, client, request, budget, settings).await;
     let elapsed = started.elapsed();
     endpoint.metrics.upstream_call(
         endpoint.provider.as_str(),
@@ -284,9 +344,13 @@ async fn exchange(
     endpoint: Endpoint<'_>,
     client: &Client,
     request: Request,
+    budget: Budgeted,
     settings: &UpstreamSettings,
 ) -> Result<UpstreamResponse, ProviderError> {
-    let classify = |error: reqwest::Error| classify(endpoint, settings.timeout, error);
+    let classify = |error: reqwest::Error| match error.is_timeout() {
+        true => budget.expired(endpoint, settings.timeout),
+        false => classify(endpoint, settings.timeout, error),
+    };
     let mut response = client.execute(request).await.map_err(classify)?;
     let status = response.status();
     let retry_after = response
@@ -299,16 +363,28 @@ async fn exchange(
         provider: endpoint.provider,
         limit,
     };
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
+    let over_budget = |limit| ProviderError::OverBudget {
+        provider: endpoint.provider,
+        limit,
+    };
+    let request_budget = endpoint.scope.budget();
+    let declared = response.content_length();
+    let count_chunks = declared.is_none();
+    let mut body = match declared {
+        Some(length) if length > limit as u64 => return Err(too_large()),
+        Some(length) => {
+            // Counted whole before reading: an answer that cannot fit is not read.
+            request_budget.read(length as usize).map_err(over_budget)?;
+            Vec::with_capacity(length as usize)
+        }
+        None => Vec::new(),
+    };
     while let Some(chunk) = response.chunk().await.map_err(classify)? {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
+        }
+        if count_chunks {
+            request_budget.read(chunk.len()).map_err(over_budget)?;
         }
         body.extend_from_slice(&chunk);
     }
