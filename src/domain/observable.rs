@@ -63,6 +63,12 @@ impl fmt::Display for Observable {
     }
 }
 
+/// The longest observable value accepted, in characters. A value is copied
+/// into every entity made for it (each sighting, relation, judgement), so its
+/// length multiplies the size of an answer; no IP, domain or URL in real use
+/// comes near it.
+pub const MAX_VALUE_CHARS: usize = 4096;
+
 /// At most this many problems are listed in one error message.
 const MAX_REPORTED_PROBLEMS: usize = 10;
 
@@ -136,6 +142,9 @@ fn text_field<'a>(
         Some(Value::String(text)) if text.trim().is_empty() => {
             problems.push(format!("{index}.{name}: must not be empty"))
         }
+        Some(Value::String(text)) if text.chars().nth(MAX_VALUE_CHARS).is_some() => problems.push(
+            format!("{index}.{name}: longer than {MAX_VALUE_CHARS} characters"),
+        ),
         Some(Value::String(text)) => return Some(text),
         Some(other) => problems.push(format!(
             "{index}.{name}: must be a string, got {}",
@@ -257,6 +266,18 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let error = parse(&deep).unwrap_err();
         assert!(error.contains("recursion limit"), "{error}");
+    }
+
+    #[test]
+    fn a_value_longer_than_the_bound_is_refused() {
+        let longest = "a".repeat(MAX_VALUE_CHARS);
+        let body = format!(r#"[{{"type": "url", "value": "{longest}"}}]"#);
+        assert_eq!(parse(&body).unwrap().len(), 1);
+        let body = format!(r#"[{{"type": "url", "value": "{longest}é"}}]"#);
+        assert_eq!(
+            parse(&body).unwrap_err(),
+            "0.value: longer than 4096 characters."
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::ctim::Sighting;
-use crate::domain::{Observable, ObservableType};
+use crate::domain::{MAX_VALUE_CHARS, Observable, ObservableType};
 
 /// A message from Threat Bus: one frame, `"<topic> <json>"`.
 #[derive(Debug, PartialEq)]
@@ -29,6 +29,8 @@ pub enum Skip {
     Removal,
     /// A pattern that is not one `ipv4-addr`, `domain-name` or `url` value.
     UnsupportedPattern,
+    /// A value longer than any observable the relay looks up.
+    TooLong,
     /// An object this relay published itself.
     OwnObject,
 }
@@ -40,6 +42,7 @@ impl Skip {
             Skip::NotAnIndicator => "not_an_indicator",
             Skip::Removal => "removal",
             Skip::UnsupportedPattern => "unsupported_pattern",
+            Skip::TooLong => "too_long",
             Skip::OwnObject => "own_object",
         }
     }
@@ -96,6 +99,9 @@ pub fn parse_message(frame: &[u8], is_own: impl Fn(&str) -> bool) -> Message {
         return Message::Skipped(Skip::UnsupportedPattern);
     }
     match object.pattern.as_deref().and_then(point_pattern) {
+        Some(observable) if observable.value.chars().nth(MAX_VALUE_CHARS).is_some() => {
+            Message::Skipped(Skip::TooLong)
+        }
         Some(observable) => Message::Indicator(Indicator {
             id: object.id,
             observable,
@@ -312,6 +318,11 @@ mod tests {
         assert_eq!(
             skipped(&indicator_frame(json!({"pattern_type": "sigma"}))),
             Skip::UnsupportedPattern
+        );
+        let long = format!("[url:value = 'https://{}']", "a".repeat(MAX_VALUE_CHARS));
+        assert_eq!(
+            skipped(&indicator_frame(json!({"pattern": long}))),
+            Skip::TooLong
         );
         assert_eq!(
             skipped(
