@@ -3,9 +3,12 @@
 //! One entry per allowlisted host is made at start-up, so the cache is bounded
 //! by configuration and a token can never add a host. A key set is fetched the
 //! first time a host is named, and again when a token names a `kid` it does not
-//! hold — at most once a minute per host (`JwksSettings::refetch_interval`). A failed fetch never replaces a good
-//! key set, and for a few seconds after one, requests fail at once instead of
-//! queueing behind another slow fetch.
+//! hold — at most once a minute per host (`JwksSettings::refetch_interval`).
+//! The wait is counted from when a fetch starts, and a fetch that never
+//! finishes (its request was dropped) counts as a failed one. A failed fetch
+//! never replaces a good key set, and for a few seconds after one, requests
+//! fail at once. Requests that arrive while a fetch is under way wait for that
+//! fetch, and then decide without fetching again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +18,8 @@ use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, RwLock};
+use std::sync::{Mutex, PoisonError};
+use tokio::sync::watch;
 
 use super::AuthError;
 use crate::config::JwksSettings;
@@ -37,16 +41,38 @@ pub struct KeyCache {
 
 struct HostKeys {
     host: JwksHost,
-    state: RwLock<KeySetState>,
-    /// Held while fetching, so concurrent requests for one host share a fetch.
-    fetching: Mutex<()>,
+    /// Never held across an await.
+    state: Mutex<KeySetState>,
 }
 
 #[derive(Default)]
 struct KeySetState {
     keys: Arc<HashMap<String, DecodingKey>>,
-    /// When the last fetch was attempted, and whether it succeeded.
+    /// When the last fetch started, and whether it succeeded (until it does,
+    /// it counts as failed).
     last_attempt: Option<(Instant, bool)>,
+    /// Signals the end of the fetch under way, if any (its sender is dropped
+    /// when the fetch ends, however it ends).
+    fetching: Option<watch::Receiver<()>>,
+}
+
+impl HostKeys {
+    fn state(&self) -> std::sync::MutexGuard<'_, KeySetState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The fetch a request has started: when it is dropped (the fetch ended, or
+/// the request was dropped mid-fetch), the requests waiting on it wake up.
+struct Fetching<'a> {
+    entry: &'a HostKeys,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.entry.state().fetching = None;
+    }
 }
 
 impl KeySetState {
@@ -74,8 +100,7 @@ impl KeyCache {
             .map(|host| {
                 let entry = HostKeys {
                     host: host.clone(),
-                    state: RwLock::new(KeySetState::default()),
-                    fetching: Mutex::new(()),
+                    state: Mutex::new(KeySetState::default()),
                 };
                 (host.authority().to_ascii_lowercase(), entry)
             })
@@ -109,40 +134,64 @@ impl KeyCache {
             .hosts
             .get(&host.authority().to_ascii_lowercase())
             .ok_or(AuthError::WrongJwksHost)?;
-        if let Some(key) = entry.state.read().await.keys.get(kid) {
-            return Ok(key.clone());
-        }
-
-        let _fetching = entry.fetching.lock().await;
-        {
-            // Another request may have fetched while this one waited.
-            let state = entry.state.read().await;
+        let done = {
+            let mut state = entry.state();
             if let Some(key) = state.keys.get(kid) {
                 return Ok(key.clone());
             }
-            if !state.may_fetch(self.refetch_interval, self.failure_backoff) {
-                return Err(match state.last_attempt {
-                    Some((_, true)) => AuthError::KidNotFound,
-                    _ => AuthError::WrongJwksHost,
-                });
+            match state.fetching.clone() {
+                Some(waiting) => Err(waiting),
+                None if !state.may_fetch(self.refetch_interval, self.failure_backoff) => {
+                    return Err(state.refusal());
+                }
+                None => {
+                    // The wait before the next fetch counts from now, and
+                    // this fetch counts as failed unless it succeeds.
+                    state.last_attempt = Some((Instant::now(), false));
+                    let (done, waiting) = watch::channel(());
+                    state.fetching = Some(waiting);
+                    Ok(done)
+                }
             }
-        }
-
+        };
+        let done = match done {
+            Ok(done) => done,
+            Err(mut waiting) => {
+                // Another request is fetching: wait for it, then decide from
+                // what it found (never a second fetch in its wake).
+                let _ = waiting.changed().await;
+                let state = entry.state();
+                return state.keys.get(kid).cloned().ok_or_else(|| state.refusal());
+            }
+        };
+        let _fetching = Fetching { entry, _done: done };
         let fetched = fetch(http, &entry.host).await;
         self.metrics
             .jwks_fetch(entry.host.authority(), fetched.is_ok());
-        let mut state = entry.state.write().await;
+        let mut state = entry.state();
         match fetched {
             Ok(keys) => {
                 state.keys = Arc::new(keys);
-                state.last_attempt = Some((Instant::now(), true));
+                if let Some((_, succeeded)) = &mut state.last_attempt {
+                    *succeeded = true;
+                }
                 state.keys.get(kid).cloned().ok_or(AuthError::KidNotFound)
             }
             Err(reason) => {
                 tracing::warn!(jwks_host = %entry.host, %reason, "key set fetch failed");
-                state.last_attempt = Some((Instant::now(), false));
                 Err(AuthError::WrongJwksHost)
             }
+        }
+    }
+}
+
+impl KeySetState {
+    /// Why a request whose `kid` is not in the key set is refused without a
+    /// fetch: the set is fresh and lacks it, or the last fetch failed.
+    fn refusal(&self) -> AuthError {
+        match self.last_attempt {
+            Some((_, true)) => AuthError::KidNotFound,
+            _ => AuthError::WrongJwksHost,
         }
     }
 }
@@ -270,5 +319,106 @@ mod tests {
         assert!(!state.may_fetch(minute, backoff));
         state.last_attempt = Some((ago(backoff), false));
         assert!(state.may_fetch(minute, backoff));
+    }
+
+    mod fetching {
+        use super::*;
+        use crate::outbound::Tls;
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+
+        /// A key cache of one allowlisted host that answers a key set with
+        /// key `known` after `delay`.
+        async fn slow_host(delay: Duration) -> (KeyCache, JwksHost, MockServer) {
+            let server = MockServer::start().await;
+            let jwk = json!({"kty": "RSA", "n": N, "e": "AQAB", "kid": "known"});
+            Mock::given(method("GET"))
+                .and(path("/.well-known/jwks"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"keys": [jwk]}))
+                        .set_delay(delay),
+                )
+                .mount(&server)
+                .await;
+            let host = JwksHost::parse(&server.uri()).unwrap();
+            let settings = JwksSettings {
+                hosts: vec![host.clone()],
+                refetch_interval: Duration::from_secs(60),
+                failure_backoff: Duration::from_secs(5),
+            };
+            let cache = KeyCache::new(&settings, Arc::new(Metrics::new().unwrap()));
+            (cache, host, server)
+        }
+
+        fn client() -> reqwest::Client {
+            Tls::new().unwrap().client(Duration::from_secs(5)).unwrap()
+        }
+
+        #[tokio::test]
+        async fn a_fetch_cut_short_still_counts_for_the_cooldown() {
+            let (cache, host, server) = slow_host(Duration::from_millis(500)).await;
+            let http = client();
+            let cut = tokio::time::timeout(
+                Duration::from_millis(100),
+                cache.key(&http, &host, "unknown"),
+            )
+            .await;
+            assert!(cut.is_err(), "the first request was dropped mid-fetch");
+            assert_eq!(
+                cache.key(&http, &host, "unknown").await.err(),
+                Some(AuthError::WrongJwksHost),
+                "the next one does not fetch again"
+            );
+            assert_eq!(server.received_requests().await.unwrap().len(), 1);
+        }
+
+        #[tokio::test]
+        async fn requests_waiting_on_a_fetch_wait_for_that_one_only() {
+            let (cache, host, server) = slow_host(Duration::from_millis(300)).await;
+            let http = client();
+            let cache = Arc::new(cache);
+            // The first request gives up mid-fetch; four others wait on it.
+            let first = {
+                let (cache, http, host) = (cache.clone(), http.clone(), host.clone());
+                tokio::spawn(async move {
+                    tokio::time::timeout(
+                        Duration::from_millis(100),
+                        cache.key(&http, &host, "unknown"),
+                    )
+                    .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let waiting: Vec<_> = (0..4)
+                .map(|_| {
+                    let (cache, http, host) = (cache.clone(), http.clone(), host.clone());
+                    tokio::spawn(async move { cache.key(&http, &host, "unknown").await.err() })
+                })
+                .collect();
+            assert!(first.await.unwrap().is_err());
+            for waiter in waiting {
+                assert!(waiter.await.unwrap().is_some());
+            }
+            assert_eq!(
+                server.received_requests().await.unwrap().len(),
+                1,
+                "one fetch, not one per waiting request"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_known_kid_is_served_from_the_fetched_set() {
+            let (cache, host, server) = slow_host(Duration::ZERO).await;
+            let http = client();
+            assert!(cache.key(&http, &host, "known").await.is_ok());
+            assert!(cache.key(&http, &host, "known").await.is_ok());
+            assert_eq!(
+                cache.key(&http, &host, "other").await.err(),
+                Some(AuthError::KidNotFound),
+                "an unknown kid within the minute: no refetch"
+            );
+            assert_eq!(server.received_requests().await.unwrap().len(), 1);
+        }
     }
 }
