@@ -53,6 +53,11 @@ pub struct ThreatbusArgs {
     /// Serve GET /metrics and GET /watchdog on this port (HOST as for the server).
     #[arg(long, env = "THREATBUS_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+    /// Indicators waiting for a lookup; indicators arriving to a full queue
+    /// are dropped and counted (`dropped`).
+    #[arg(long, env = "THREATBUS_QUEUE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub queue: u32,
 }
 
 #[derive(Debug, Clone, Args)]

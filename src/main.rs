@@ -154,6 +154,7 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
             credentials,
             entities_limit: settings.entities_limit,
             shutdown_grace: settings.shutdown_grace,
+            queue: args.queue as usize,
         };
         tracing::info!(manage = %run_settings.manage, "threatbus mode");
         threatbus::run(

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
+use super::guard::{Guard, MAX_MESSAGE_BYTES, OnOversized};
+
 /// How long a manage call or a connection may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -23,6 +25,8 @@ pub enum BusError {
     Unreadable(String),
     #[error("the manage endpoint {0:?} is not tcp://<host>:<port>")]
     Endpoint(String),
+    #[error("cannot guard the connection: {0}")]
+    Guard(#[from] std::io::Error),
 }
 
 /// Where Threat Bus's manage socket is, e.g. `tcp://127.0.0.1:13370`.
@@ -49,6 +53,11 @@ impl ManageEndpoint {
     fn on_port(&self, port: u16) -> String {
         format!("tcp://{}:{port}", self.host)
     }
+
+    /// `host:port` of the manage endpoint.
+    fn address(&self) -> &str {
+        self.url.trim_start_matches("tcp://")
+    }
 }
 
 impl std::fmt::Display for ManageEndpoint {
@@ -65,12 +74,22 @@ struct SubscribeReply {
     status: String,
 }
 
-/// One manage call: a new REQ socket, one request, one reply, within
-/// [`CALL_TIMEOUT`].
-async fn manage(endpoint: &ManageEndpoint, request: &Value) -> Result<Value, BusError> {
+/// One request and its reply on a fresh REQ socket (as the reference apps
+/// do), through a size guard, within [`CALL_TIMEOUT`].
+async fn manage(
+    endpoint: &ManageEndpoint,
+    request: &Value,
+    oversized: &OnOversized,
+) -> Result<Value, BusError> {
     let call = async {
+        let guard = Guard::start(
+            endpoint.address().to_owned(),
+            MAX_MESSAGE_BYTES,
+            oversized.clone(),
+        )
+        .await?;
         let mut socket = zeromq::ReqSocket::new();
-        socket.connect(&endpoint.url).await?;
+        socket.connect(&guard.local).await?;
         socket.send(ZmqMessage::from(request.to_string())).await?;
         let reply = socket.recv().await?;
         let frame = reply.get(0).cloned().unwrap_or_default();
@@ -95,11 +114,14 @@ pub struct Subscription {
     endpoint: ManageEndpoint,
     pub topic: String,
     publisher: zeromq::PubSocket,
+    oversized: OnOversized,
 }
 
-/// The receiving side of a [`Subscription`], to be read on its own task.
+/// The receiving side of a [`Subscription`], to be read on its own task,
+/// through a size guard (kept as long as the socket).
 pub struct Inbox {
     sub: zeromq::SubSocket,
+    _guard: Guard,
 }
 
 impl Inbox {
@@ -131,10 +153,12 @@ impl Subscription {
         endpoint: &ManageEndpoint,
         topic: &str,
         snapshot_days: u32,
+        oversized: OnOversized,
     ) -> Result<(Self, Inbox), BusError> {
         let reply = manage(
             endpoint,
             &json!({"action": "subscribe", "topic": topic, "snapshot": snapshot_days}),
+            &oversized,
         )
         .await?;
         succeeded(&reply)?;
@@ -143,9 +167,18 @@ impl Subscription {
         if reply.status != "success" || reply.topic.is_empty() {
             return Err(BusError::Refused(format!("status {}", reply.status)));
         }
+        let guard = Guard::start(
+            endpoint
+                .on_port(reply.pub_port)
+                .trim_start_matches("tcp://")
+                .to_owned(),
+            MAX_MESSAGE_BYTES,
+            oversized.clone(),
+        )
+        .await?;
         let connect = async {
             let mut sub = zeromq::SubSocket::new();
-            sub.connect(&endpoint.on_port(reply.pub_port)).await?;
+            sub.connect(&guard.local).await?;
             sub.subscribe(&reply.topic).await?;
             let mut publisher = zeromq::PubSocket::new();
             publisher.connect(&endpoint.on_port(reply.sub_port)).await?;
@@ -159,8 +192,9 @@ impl Subscription {
             endpoint: endpoint.clone(),
             topic: reply.topic,
             publisher,
+            oversized,
         };
-        Ok((subscription, Inbox { sub }))
+        Ok((subscription, Inbox { sub, _guard: guard }))
     }
 
     /// Publishes one frame.
@@ -175,6 +209,7 @@ impl Subscription {
         let reply = manage(
             &self.endpoint,
             &json!({"action": "heartbeat", "topic": self.topic}),
+            &self.oversized,
         )
         .await?;
         succeeded(&reply)
@@ -185,6 +220,7 @@ impl Subscription {
         let reply = manage(
             &self.endpoint,
             &json!({"action": "unsubscribe", "topic": self.topic}),
+            &self.oversized,
         )
         .await?;
         succeeded(&reply)

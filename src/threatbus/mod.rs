@@ -9,6 +9,7 @@
 //! subscription made again, with a growing pause between attempts.
 
 pub mod bus;
+mod guard;
 pub mod stix;
 
 use std::collections::{HashSet, VecDeque};
@@ -28,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::providers::scope::{MemoryPool, Scope};
 use crate::providers::{Capability, Providers};
 use bus::{Inbox, ManageEndpoint, Subscription};
+use guard::OnOversized;
 use stix::{Indicator, Message, StixSighting};
 
 /// The topic subscribed to.
@@ -35,8 +37,10 @@ pub const INDICATOR_TOPIC: &str = "stix2/indicator";
 
 /// Objects this relay published, remembered to ignore them if they come back.
 const OWN_IDS_REMEMBERED: usize = 10_000;
-/// Messages (or sightings) queued between the sockets and the lookups.
-const QUEUE: usize = 1024;
+/// Messages between the socket reader and the loop, and sightings between
+/// the lookups and the publisher. Both are drained without waiting on a
+/// provider, so they stay near empty.
+const CHANNEL: usize = 64;
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
@@ -57,6 +61,9 @@ pub struct ThreatBusSettings {
     pub entities_limit: EntitiesLimit,
     /// After a shutdown signal, how long lookups in flight may finish.
     pub shutdown_grace: Duration,
+    /// Indicators waiting for a lookup; past this, new ones are dropped
+    /// (and counted).
+    pub queue: usize,
 }
 
 /// What happened to the messages, since the start.
@@ -73,6 +80,11 @@ pub struct Counts {
     pub skipped: AtomicU64,
     /// Failed provider lookups and failed sends.
     pub errors: AtomicU64,
+    /// Indicators not looked up: the queue was full, or the relay was
+    /// stopping.
+    pub dropped: AtomicU64,
+    /// Messages larger than the bound, cut at the socket.
+    pub oversized: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,6 +94,8 @@ pub struct CountsSnapshot {
     pub sightings_sent: u64,
     pub skipped: u64,
     pub errors: u64,
+    pub dropped: u64,
+    pub oversized: u64,
 }
 
 impl Counts {
@@ -92,6 +106,8 @@ impl Counts {
             sightings_sent: self.sightings_sent.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            oversized: self.oversized.load(Ordering::Relaxed),
         }
     }
 }
@@ -132,9 +148,21 @@ impl RecentIds {
     }
 }
 
+/// Why the loop on one connection ended.
+enum Ended {
+    /// A shutdown signal.
+    Stop,
+    /// The connection broke, a send failed or a heartbeat was refused.
+    Reconnect,
+}
+
 /// Runs until `shutdown` completes: subscribes, enriches, publishes; on
-/// shutdown lets lookups in flight finish (at most `shutdown_grace`),
-/// publishes what they found and unsubscribes.
+/// shutdown starts no queued lookup, lets those in flight finish (at most
+/// `shutdown_grace`), publishes what they found and unsubscribes.
+///
+/// Backpressure: indicators wait in a queue of `settings.queue`; a lookup is
+/// started only with one of `lookup_concurrency` permits in hand; an
+/// indicator arriving to a full queue is dropped and counted.
 pub async fn run(
     settings: ThreatBusSettings,
     providers: Providers,
@@ -154,10 +182,15 @@ pub async fn run(
         counts,
         own_ids: Mutex::new(RecentIds::default()),
     });
-    let (found_tx, mut found_rx) = mpsc::channel::<String>(QUEUE);
+    let oversized: OnOversized = {
+        let shared = shared.clone();
+        Arc::new(move || shared.count(&shared.counts.oversized, "oversized", 1))
+    };
+    let (found_tx, mut found_rx) = mpsc::channel::<String>(CHANNEL);
     let permits = Arc::new(Semaphore::new(
         shared.settings.limits.lookup_concurrency.max(1),
     ));
+    let mut pending: VecDeque<Indicator> = VecDeque::new();
     let mut lookups = JoinSet::new();
     let mut report = tokio::time::interval(shared.settings.report_every);
     report.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -165,46 +198,50 @@ pub async fn run(
     let mut last_report = CountsSnapshot::default();
 
     let mut live: Option<Subscription> = None;
-    'connection: while !*stop.borrow() {
-        let Some((mut subscription, inbox)) = connect(&shared.settings, &mut stop).await else {
+    while !*stop.borrow() {
+        let Some((mut subscription, inbox)) =
+            connect(&shared.settings, &oversized, &mut stop).await
+        else {
             break;
         };
-        let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(CHANNEL);
         let reader = tokio::spawn(read(inbox, frames_tx));
         let mut heartbeat = tokio::time::interval(shared.settings.heartbeat);
         // A slow heartbeat delays the next one rather than bunching them.
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         heartbeat.tick().await;
-        loop {
+        let ended = loop {
             tokio::select! {
-                _ = stop.changed() => {
-                    reader.abort();
-                    live = Some(subscription);
-                    break 'connection;
-                }
+                _ = stop.changed() => break Ended::Stop,
                 frame = frames.recv() => match frame {
-                    Some(frame) => {
-                        receive(&shared, &frame, &permits, &found_tx, &mut lookups);
-                    }
+                    Some(frame) => receive(&shared, &frame, &mut pending),
                     None => {
                         tracing::warn!("the Threat Bus connection broke; reconnecting");
-                        break;
+                        break Ended::Reconnect;
                     }
                 },
+                permit = permits.clone().acquire_owned(), if !pending.is_empty() => {
+                    let (Ok(permit), Some(indicator)) = (permit, pending.pop_front()) else {
+                        continue;
+                    };
+                    let (shared, found) = (shared.clone(), found_tx.clone());
+                    lookups.spawn(async move {
+                        let _permit = permit;
+                        enrich(&shared, &indicator, &found).await;
+                    });
+                }
                 Some(frame) = found_rx.recv() => {
                     if let Err(error) = subscription.publish(frame).await {
                         tracing::warn!(%error, "publishing a sighting failed; reconnecting");
                         shared.count(&shared.counts.errors, "error", 1);
-                        reader.abort();
-                        break;
+                        break Ended::Reconnect;
                     }
                     shared.count(&shared.counts.sightings_sent, "sighting_sent", 1);
                 }
                 _ = heartbeat.tick() => {
                     if let Err(error) = subscription.heartbeat().await {
                         tracing::warn!(%error, "Threat Bus heartbeat failed; subscribing again");
-                        reader.abort();
-                        break;
+                        break Ended::Reconnect;
                     }
                 }
                 _ = report.tick() => {
@@ -212,10 +249,32 @@ pub async fn run(
                 }
                 Some(_) = lookups.join_next(), if !lookups.is_empty() => {}
             }
+        };
+        reader.abort();
+        match ended {
+            Ended::Stop => {
+                live = Some(subscription);
+                break;
+            }
+            // The old topic goes before a new one is asked for (if Threat Bus
+            // still knows it), so no stale subscription is left behind.
+            Ended::Reconnect => match subscription.unsubscribe().await {
+                Ok(()) => tracing::info!("unsubscribed the old topic before subscribing again"),
+                Err(error) => tracing::debug!(%error, "the old topic could not be unsubscribed"),
+            },
         }
     }
 
-    // Shutting down: let lookups in flight finish and publish what they find.
+    // Shutting down: queued indicators are not looked up; lookups in flight
+    // finish and their sightings are published.
+    if !pending.is_empty() {
+        tracing::warn!(
+            dropped = pending.len(),
+            "queued indicators not looked up: the relay is stopping"
+        );
+        shared.count(&shared.counts.dropped, "dropped", pending.len() as u64);
+        pending.clear();
+    }
     let grace = tokio::time::sleep(shared.settings.shutdown_grace);
     tokio::pin!(grace);
     drop(found_tx);
@@ -259,6 +318,7 @@ async fn publish_last(shared: &Shared, subscription: Option<&mut Subscription>, 
 /// Subscribes, retrying with a growing pause until it works or `stop` is set.
 async fn connect(
     settings: &ThreatBusSettings,
+    oversized: &OnOversized,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<(Subscription, Inbox)> {
     let mut pause = RECONNECT_FIRST;
@@ -266,7 +326,12 @@ async fn connect(
         if *stop.borrow() {
             return None;
         }
-        let attempt = Subscription::open(&settings.manage, INDICATOR_TOPIC, settings.snapshot_days);
+        let attempt = Subscription::open(
+            &settings.manage,
+            INDICATOR_TOPIC,
+            settings.snapshot_days,
+            oversized.clone(),
+        );
         let result = tokio::select! {
             result = attempt => result,
             _ = stop.changed() => return None,
@@ -305,14 +370,9 @@ async fn read(mut inbox: Inbox, frames: mpsc::Sender<Vec<u8>>) {
     }
 }
 
-/// Counts a frame and starts its lookup, or counts why it is skipped.
-fn receive(
-    shared: &Arc<Shared>,
-    frame: &[u8],
-    permits: &Arc<Semaphore>,
-    found: &mpsc::Sender<String>,
-    lookups: &mut JoinSet<()>,
-) {
+/// Counts a frame and queues its indicator, or counts why it is skipped or
+/// dropped.
+fn receive(shared: &Shared, frame: &[u8], pending: &mut VecDeque<Indicator>) {
     shared.count(&shared.counts.received, "received", 1);
     let message = {
         let own = shared
@@ -322,15 +382,11 @@ fn receive(
         stix::parse_message(frame, |id| own.set.contains(id))
     };
     match message {
-        Message::Indicator(indicator) => {
-            let (shared, permits, found) = (shared.clone(), permits.clone(), found.clone());
-            lookups.spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
-                };
-                enrich(&shared, &indicator, &found).await;
-            });
+        Message::Indicator(indicator) if pending.len() >= shared.settings.queue => {
+            tracing::debug!(indicator = %indicator.id, "queue full: indicator dropped");
+            shared.count(&shared.counts.dropped, "dropped", 1);
         }
+        Message::Indicator(indicator) => pending.push_back(indicator),
         Message::Skipped(reason) => {
             tracing::debug!(reason = reason.as_str(), "message skipped");
             shared.count(&shared.counts.skipped, "skipped", 1);
@@ -345,11 +401,12 @@ async fn enrich(shared: &Shared, indicator: &Indicator, found: &mpsc::Sender<Str
     let providers = shared.providers.for_credentials(&settings.credentials);
     let observable = &indicator.observable;
     let mut sightings = 0u64;
+    // One deadline and budget per indicator, as per HTTP request.
+    let scope = Scope::new(&settings.limits, settings.pool.clone());
     for provider in providers
         .iter()
         .filter(|provider| provider.supports(Capability::Observe, observable.kind))
     {
-        let scope = Scope::new(&settings.limits, settings.pool.clone());
         match provider
             .observe(observable, settings.entities_limit, &scope)
             .await
@@ -445,6 +502,8 @@ fn log_counts(counts: &Counts, previous: CountsSnapshot) -> CountsSnapshot {
         sightings_sent = now.sightings_sent - previous.sightings_sent,
         skipped = now.skipped - previous.skipped,
         errors = now.errors - previous.errors,
+        dropped = now.dropped - previous.dropped,
+        oversized = now.oversized - previous.oversized,
         total_received = now.received,
         total_sightings_sent = now.sightings_sent,
         "threatbus counts"

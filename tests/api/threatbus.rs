@@ -37,6 +37,8 @@ fn port_of(endpoint: &Endpoint) -> u16 {
 /// apps published on its SUB socket.
 struct FakeBus {
     ports: (u16, u16, u16),
+    /// When set, the next heartbeat is refused (as if the topic were lost).
+    refuse_heartbeat: Arc<std::sync::atomic::AtomicBool>,
     topic: String,
     requests: mpsc::UnboundedReceiver<Value>,
     publisher: zeromq::PubSocket,
@@ -71,11 +73,16 @@ impl FakeBus {
 
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let known = topic.to_owned();
+        let refuse_heartbeat = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = refuse_heartbeat.clone();
         let manager = tokio::spawn(async move {
             while let Ok(message) = rep.recv().await {
                 let request: Value =
                     serde_json::from_slice(message.get(0).unwrap()).unwrap_or(Value::Null);
+                let refused =
+                    request["action"] == "heartbeat" && refuse.swap(false, Ordering::SeqCst);
                 let reply = match request["action"].as_str() {
+                    _ if refused => json!({"status": "error"}),
                     Some("subscribe") => json!({
                         "topic": known, "pub_port": publish, "sub_port": subscribe, "status": "success"
                     }),
@@ -99,6 +106,7 @@ impl FakeBus {
         });
         Self {
             ports: (manage, publish, subscribe),
+            refuse_heartbeat,
             topic: topic.to_owned(),
             requests,
             publisher,
@@ -118,6 +126,23 @@ impl FakeBus {
                 let request = self.requests.recv().await.unwrap();
                 if request["action"] == action {
                     return request;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {action} request"))
+    }
+
+    /// The manage requests up to and including the next one with this action.
+    async fn requests_until(&mut self, action: &str) -> Vec<Value> {
+        tokio::time::timeout(WAIT, async {
+            let mut seen = Vec::new();
+            loop {
+                let request = self.requests.recv().await.unwrap();
+                let done = request["action"] == action;
+                seen.push(request);
+                if done {
+                    return seen;
                 }
             }
         })
@@ -190,6 +215,15 @@ struct Relay {
 }
 
 async fn start_relay(manage: &str, c1fapp: &MockServer) -> Relay {
+    start_relay_with(manage, c1fapp, |_| {}).await
+}
+
+/// As [`start_relay`], with `configure` applied to the settings last.
+async fn start_relay_with(
+    manage: &str,
+    c1fapp: &MockServer,
+    configure: impl FnOnce(&mut ThreatBusSettings),
+) -> Relay {
     let mut upstream = Settings::default().upstream;
     upstream.c1fapp_api_url = Url::parse(&format!("{}{C1FAPP_PATH}", c1fapp.uri())).unwrap();
     upstream.timeout = Duration::from_secs(2);
@@ -206,6 +240,7 @@ async fn start_relay(manage: &str, c1fapp: &MockServer) -> Relay {
             ..Settings::default().limits
         },
         pool: Arc::new(MemoryPool::new(64 * 1024 * 1024)),
+        queue: 1024,
         credentials: Credentials {
             c1fapp: Some(C1fAppCredentials {
                 key: Secret::new(C1FAPP_KEY),
@@ -216,6 +251,8 @@ async fn start_relay(manage: &str, c1fapp: &MockServer) -> Relay {
         entities_limit: EntitiesLimit::DEFAULT,
         shutdown_grace: Duration::from_secs(2),
     };
+    let mut settings = settings;
+    configure(&mut settings);
     let counts = Arc::new(Counts::default());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(run(settings, providers, metrics, counts.clone(), async {
@@ -379,4 +416,120 @@ async fn without_a_threat_bus_it_keeps_trying_and_stops_on_request() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!relay.task.is_finished(), "it does not give up");
     relay.shut_down().await;
+}
+
+/// Waits until `counter` of the relay's counts reaches `at_least`.
+async fn wait_for(counts: &Counts, at_least: u64, counter: impl Fn(&Counts) -> u64) {
+    tokio::time::timeout(WAIT, async {
+        while counter(counts) < at_least {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the count stayed at {}", counter(counts)));
+}
+
+#[tokio::test]
+async fn a_flood_of_indicators_is_bounded_and_queued_lookups_are_not_started_at_shutdown() {
+    let c1fapp = MockServer::start().await;
+    c1fapp_finds(&c1fapp, "probe.example", json!([c1fapp_record(json!({}))])).await;
+    Mock::given(method("POST"))
+        .and(path(C1FAPP_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([]))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&c1fapp)
+        .await;
+    let mut bus = FakeBus::start(None, "floodtopic").await;
+    let relay = start_relay_with(&bus.manage(), &c1fapp, |settings| {
+        settings.limits.lookup_concurrency = 1;
+        settings.queue = 4;
+    })
+    .await;
+    bus.request("subscribe").await;
+    // Connected: a first indicator comes back as a sighting.
+    bus.sighting_for(&indicator(FIRST, "[domain-name:value = 'probe.example']"))
+        .await;
+    let received = relay.counts.received.load(Ordering::SeqCst);
+
+    // 50 indicators of a slow provider: one lookup at a time, four waiting.
+    for n in 0..50 {
+        let id = format!("indicator--{:08x}-0000-4000-8000-000000000000", n + 100);
+        let object = indicator(&id, &format!("[domain-name:value = 'slow{n}.example']"));
+        bus.send_raw(format!("{}indicator {object}", bus.topic))
+            .await;
+    }
+    wait_for(&relay.counts, received + 50, |counts| {
+        counts.received.load(Ordering::SeqCst)
+    })
+    .await;
+    let counts = relay.counts.clone();
+    relay.shut_down().await;
+
+    let slow_lookups = c1fapp
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| String::from_utf8_lossy(&request.body).contains("slow"))
+        .count();
+    assert_eq!(
+        slow_lookups, 1,
+        "one lookup ran; none was started at shutdown"
+    );
+    assert_eq!(
+        counts.dropped.load(Ordering::SeqCst),
+        49,
+        "every indicator not looked up is counted"
+    );
+    bus.stop();
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_cut_and_counted_and_the_relay_goes_on() {
+    let c1fapp = MockServer::start().await;
+    c1fapp_finds(&c1fapp, "evil.example", json!([c1fapp_record(json!({}))])).await;
+    let mut bus = FakeBus::start(None, "bigtopic").await;
+    let relay = start_relay(&bus.manage(), &c1fapp).await;
+    bus.request("subscribe").await;
+    bus.sighting_for(&indicator(FIRST, "[domain-name:value = 'evil.example']"))
+        .await;
+    let huge = format!(
+        "{}indicator {{\"type\": \"indicator\", \"padding\": \"{}\"}}",
+        bus.topic,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    bus.send_raw(huge).await;
+    wait_for(&relay.counts, 1, |counts| {
+        counts.oversized.load(Ordering::SeqCst)
+    })
+    .await;
+    // The socket reconnects through the guard; the next indicator is served.
+    bus.sighting_for(&indicator(SECOND, "[domain-name:value = 'evil.example']"))
+        .await;
+    relay.shut_down().await;
+    bus.stop();
+}
+
+#[tokio::test]
+async fn a_refused_heartbeat_gives_the_old_topic_up_before_subscribing_again() {
+    let c1fapp = MockServer::start().await;
+    let mut bus = FakeBus::start(None, "steadytopic").await;
+    let relay = start_relay(&bus.manage(), &c1fapp).await;
+    bus.request("subscribe").await;
+    bus.refuse_heartbeat.store(true, Ordering::SeqCst);
+    let before = bus.requests_until("subscribe").await;
+    let actions: Vec<&str> = before
+        .iter()
+        .filter_map(|request| request["action"].as_str())
+        .collect();
+    assert!(
+        actions.ends_with(&["heartbeat", "unsubscribe", "subscribe"]),
+        "{actions:?}"
+    );
+    assert_eq!(before[before.len() - 2]["topic"], "steadytopic");
+    relay.shut_down().await;
+    bus.stop();
 }
