@@ -1,7 +1,18 @@
 //! CyberScan answers → CTIM. Pure: the clock and the id source are passed in.
+//!
+//! Answers are read borrowing from the body: a string is copied only as far
+//! as it is kept (clipped), and only the fields used are kept at all, so a
+//! 10 MiB answer costs its body and little more.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::ctim::JsonSize;
 use crate::ctim::{
@@ -18,32 +29,150 @@ const SOURCE: &str = "CyberScan";
 /// finding, in the order received.
 pub const MAX_COLUMNS: usize = 64;
 
-/// One finding of `/vulnerabilities/ip/<ip>`, with its fields in the order
-/// received. Text is kept as the upstream sent it (blank text counts as none).
+/// The most findings of one answer that are read; the rest are skipped
+/// unread (no request may ask for more: [`EntitiesLimit::MAX`]).
+const MAX_FINDINGS: usize = EntitiesLimit::MAX;
+
+/// A non-string field of a finding is shown as compact JSON when its text is
+/// at most this long, else as its text, clipped.
+const MAX_REFORMATTED: usize = 64 * 1024;
+
+/// Fields read wherever they are in an object, past the first [`MAX_COLUMNS`].
+const WANTED: &[&str] = &[
+    "name",
+    "description",
+    "cve",
+    "ip",
+    "details_page",
+    "vulnerabilities",
+];
+
+/// One finding of `/vulnerabilities/ip/<ip>`. Text is kept as the upstream
+/// sent it (blank text counts as none), clipped; `cells` are its first fields,
+/// in the order received, each shown as text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vulnerability {
     pub name: Option<String>,
     pub description: Option<String>,
     pub cve: Option<String>,
-    pub fields: Map<String, Value>,
+    pub cells: Vec<(String, String)>,
 }
 
-fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("the body is not a JSON object".to_owned()),
-        Err(error) => Err(format!("the body {}", json_error(&error))),
+/// The fields of a JSON object, in order, their values unparsed and borrowed
+/// from the body: the first [`MAX_COLUMNS`], and the [`WANTED`] ones.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor<'de>(PhantomData<&'de ()>);
+
+        impl<'de> Visitor<'de> for FieldsVisitor<'de> {
+            type Value = Fields<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    if fields.len() < MAX_COLUMNS || WANTED.contains(&key.as_ref()) {
+                        fields.push((key, map.next_value::<&'de RawValue>()?));
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Fields(fields))
+            }
+        }
+
+        deserializer.deserialize_map(FieldsVisitor(PhantomData))
     }
 }
 
-/// A string field that is not blank, as received; `None` when absent, null or
-/// blank, `Err` for other types.
-fn optional_text(map: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(_) => Err(format!("{field} is not a string")),
+/// A key, borrowed from the body unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+        Borrowed::deserialize(deserializer).map(|key| Key(key.0))
+    }
+}
+
+/// The first [`MAX_FINDINGS`] elements of a JSON list, unparsed.
+struct Leading<'a>(Vec<&'a RawValue>);
+
+impl<'de> Deserialize<'de> for Leading<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LeadingVisitor<'de>(PhantomData<&'de ()>);
+
+        impl<'de> Visitor<'de> for LeadingVisitor<'de> {
+            type Value = Leading<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a list")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Leading<'de>, A::Error> {
+                let mut kept = Vec::new();
+                while kept.len() < MAX_FINDINGS {
+                    match seq.next_element::<&'de RawValue>()? {
+                        Some(element) => kept.push(element),
+                        None => return Ok(Leading(kept)),
+                    }
+                }
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Leading(kept))
+            }
+        }
+
+        deserializer.deserialize_seq(LeadingVisitor(PhantomData))
+    }
+}
+
+fn object(json: &[u8]) -> Result<Fields<'_>, String> {
+    match json.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'{') => {
+            serde_json::from_slice(json).map_err(|error| format!("the body {}", json_error(&error)))
+        }
+        Some(_) => Err("the body is not a JSON object".to_owned()),
+        None => Err("the body is empty".to_owned()),
+    }
+}
+
+fn field<'a>(fields: &Fields<'a>, name: &str) -> Option<&'a RawValue> {
+    fields
+        .0
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| *value)
+}
+
+/// A string value, borrowed unless it holds escapes; `None` for `null`,
+/// `Err` for other types.
+fn text<'a>(value: &'a RawValue) -> Result<Option<Cow<'a, str>>, ()> {
+    match value.get().as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Key<'a>>(value.get())
+            .map(|key| Some(key.0))
+            .map_err(drop),
+        Some(b'n') => Ok(None),
+        _ => Err(()),
+    }
+}
+
+/// A string field that is not blank, as received and clipped; `None` when
+/// absent, null or blank, `Err` for other types.
+fn optional_text(fields: &Fields<'_>, name: &str) -> Result<Option<String>, String> {
+    let Some(value) = field(fields, name) else {
+        return Ok(None);
+    };
+    match text(value) {
+        Ok(Some(text)) if text.trim().is_empty() => Ok(None),
+        Ok(Some(text)) => Ok(Some(clip(&text))),
+        Ok(None) => Ok(None),
+        Err(()) => Err(format!("{name} is not a string")),
     }
 }
 
@@ -61,34 +190,46 @@ pub fn details_page(body: &[u8]) -> Result<String, String> {
 
 /// The findings of a `/vulnerabilities/ip/<ip>` answer, in the order received.
 pub fn vulnerabilities(body: &[u8]) -> Result<Vec<Vulnerability>, String> {
-    let items = match object(body)?.remove("vulnerabilities") {
-        Some(Value::Array(items)) => items,
-        Some(Value::Null) => Vec::new(),
-        Some(_) => return Err("vulnerabilities is not a list".to_owned()),
+    let top = object(body)?;
+    let items = match field(&top, "vulnerabilities") {
         None => return Err("vulnerabilities is missing".to_owned()),
+        Some(value) => match value.get().as_bytes().first() {
+            Some(b'n') => return Ok(Vec::new()),
+            Some(b'[') => {
+                serde_json::from_str::<Leading<'_>>(value.get())
+                    .map_err(|error| format!("vulnerabilities {}", json_error(&error)))?
+                    .0
+            }
+            _ => return Err("vulnerabilities is not a list".to_owned()),
+        },
     };
     items
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
-            let Value::Object(fields) = item else {
+            if !item.get().starts_with('{') {
                 return Err(format!("vulnerability {index} is not an object"));
-            };
+            }
+            let fields = serde_json::from_str::<Fields<'_>>(item.get())
+                .map_err(|error| format!("vulnerability {index} {}", json_error(&error)))?;
             // The name must be there; a blank one is kept out of the title.
-            if !matches!(fields.get("name"), Some(Value::String(_))) {
+            if !field(&fields, "name").is_some_and(|name| matches!(text(name), Ok(Some(_)))) {
                 return Err(format!("vulnerability {index} has no name"));
             }
-            let name = optional_text(&fields, "name")
-                .map_err(|error| format!("vulnerability {index}: {error}"))?;
-            let description = optional_text(&fields, "description")
-                .map_err(|error| format!("vulnerability {index}: {error}"))?;
-            let cve = optional_text(&fields, "cve")
-                .map_err(|error| format!("vulnerability {index}: {error}"))?;
+            let read = |name| {
+                optional_text(&fields, name)
+                    .map_err(|error| format!("vulnerability {index}: {error}"))
+            };
             Ok(Vulnerability {
-                name,
-                description,
-                cve,
-                fields,
+                name: read("name")?,
+                description: read("description")?,
+                cve: read("cve")?,
+                cells: fields
+                    .0
+                    .iter()
+                    .take(MAX_COLUMNS)
+                    .map(|(name, value)| (clip(name), cell(value)))
+                    .collect(),
             })
         })
         .collect()
@@ -96,11 +237,16 @@ pub fn vulnerabilities(body: &[u8]) -> Result<Vec<Vulnerability>, String> {
 
 /// A cell of the sighting's data table: strings as they are, `null` empty,
 /// anything else as compact JSON (`22`, `6.8`, `true`); clipped.
-fn cell(value: &Value) -> String {
-    match value {
-        Value::String(text) => clip(text),
-        Value::Null => String::new(),
-        other => clip(&other.to_string()),
+fn cell(value: &RawValue) -> String {
+    match text(value) {
+        Ok(Some(text)) => clip(&text),
+        Ok(None) => String::new(),
+        Err(()) if value.get().len() <= MAX_REFORMATTED => {
+            serde_json::from_str::<Value>(value.get())
+                .map(|value| clip(&value.to_string()))
+                .unwrap_or_default()
+        }
+        Err(()) => clip(value.get()),
     }
 }
 
@@ -120,15 +266,10 @@ pub fn sightings(
         .take(limit.get())
         .map(|vulnerability| {
             let short_description = match &vulnerability.cve {
-                Some(cve) => format!("Vulnerability {} observed at CyberScan", clip(cve)),
+                Some(cve) => format!("Vulnerability {cve} observed at CyberScan"),
                 None => "Vulnerability observed at CyberScan".to_owned(),
             };
-            let cells = vulnerability
-                .fields
-                .iter()
-                .take(MAX_COLUMNS)
-                .map(|(name, value)| (clip(name), cell(value)))
-                .collect();
+            let cells = vulnerability.cells;
             Sighting {
                 id: TransientId::new("sighting", ids),
                 schema_version: SchemaVersion,
@@ -137,8 +278,8 @@ pub fn sightings(
                 confidence: Confidence::High,
                 count: 1,
                 internal: Some(true),
-                title: vulnerability.name.as_deref().map(clip),
-                description: vulnerability.description.as_deref().map(clip),
+                title: vulnerability.name,
+                description: vulnerability.description,
                 short_description: Some(short_description),
                 observables: vec![observable.clone()],
                 observed_time: ObservedTime {
@@ -366,6 +507,35 @@ mod tests {
         let table = serde_json::to_value(sighting.data.unwrap()).unwrap();
         assert_eq!(table["columns"].as_array().unwrap().len(), MAX_COLUMNS);
         assert_eq!(table["rows"][0].as_array().unwrap().len(), MAX_COLUMNS);
+    }
+
+    #[test]
+    fn the_name_is_read_wherever_it_is_and_the_table_keeps_the_first_columns() {
+        let mut finding = serde_json::Map::new();
+        for n in 0..100 {
+            finding.insert(format!("field{n}"), json!(n));
+        }
+        finding.insert("name".to_owned(), json!("Late"));
+        let found = vulnerabilities(&bytes(json!({"vulnerabilities": [finding]}))).unwrap();
+        assert_eq!(found[0].name.as_deref(), Some("Late"));
+        assert_eq!(found[0].cells.len(), MAX_COLUMNS);
+        assert_eq!(found[0].cells[0], ("field0".to_owned(), "0".to_owned()));
+    }
+
+    #[test]
+    fn nested_values_are_shown_as_compact_json() {
+        let found = vulnerabilities(&bytes(
+            json!({"vulnerabilities": [{"name": "x", "ports": [22, 443], "meta": {"a": true}}]}),
+        ))
+        .unwrap();
+        assert_eq!(
+            found[0].cells,
+            vec![
+                ("name".to_owned(), "x".to_owned()),
+                ("ports".to_owned(), "[22,443]".to_owned()),
+                ("meta".to_owned(), r#"{"a":true}"#.to_owned()),
+            ]
+        );
     }
 
     #[test]
