@@ -40,7 +40,7 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
-                "HTTP requests answered, by route and status",
+                "HTTP requests answered, by route and status (499: the caller went away first)",
             ),
             &["route", "status"],
         )?;
@@ -224,6 +224,8 @@ fn status_text(status: u16) -> &'static str {
         405 => "405",
         413 => "413",
         415 => "415",
+        431 => "431",
+        499 => "499",
         500 => "500",
         _ => status_class(status),
     }

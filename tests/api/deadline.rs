@@ -54,6 +54,13 @@ async fn when_the_caller_goes_away_no_further_upstream_call_is_made() {
         calls, 4,
         "only the lookups in flight when the caller left were ever sent"
     );
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(
+            r#"ctr_relay_http_requests_total{route="/observe/observables",status="499"} 1"#
+        ),
+        "the cancelled request is counted as 499 (client closed request):\n{metrics}"
+    );
 }
 
 #[tokio::test]
