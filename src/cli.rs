@@ -36,6 +36,52 @@ pub enum Command {
     /// (C1FAPP_API_URL, CTR_ENTITIES_LIMIT, UPSTREAM_TIMEOUT_SECONDS,
     /// LOOKUP_CONCURRENCY, RUST_LOG, …) as for the server.
     Threatbus(ThreatbusArgs),
+    /// Answer enrichment requests from a Communications Backbone (RabbitMQ):
+    /// read them from <client-id>-inbox, reply on <client-id>-outbox.
+    /// Provider credentials of requests without a token come from C1FAPP_KEY,
+    /// CYBERSCAN_API_KEY and CYBERSCAN_HOST; the other variables
+    /// (SECRET_KEY, JWKS_HOSTS, RELAY_AUDIENCE, C1FAPP_API_URL, limits,
+    /// RUST_LOG, …) as for the server.
+    Backbone(BackboneArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackboneArgs {
+    /// The broker: amqp://user:pass@host:5672/vhost (the default vhost is
+    /// %2f) or amqps://… Never logged.
+    #[arg(long, env = "BACKBONE_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: String,
+    /// The relay's client id on the Backbone: its queues are <id>-inbox,
+    /// <id>-outbox and <id>-notify. Relays with the same id share the inbox.
+    #[arg(long, env = "BACKBONE_CLIENT_ID", default_value = "ctr-relay")]
+    pub client_id: String,
+    /// Topic patterns (comma-separated) the inbox is bound to on the
+    /// soar-publish exchange.
+    #[arg(
+        long,
+        env = "BACKBONE_SUBSCRIBE",
+        default_value = "soar.*.ctr-relay.observe",
+        value_delimiter = ','
+    )]
+    pub subscribe: Vec<String>,
+    /// The topic of replies to requests that name no reply_topic.
+    #[arg(
+        long,
+        env = "BACKBONE_REPLY_TOPIC",
+        default_value = "soar.ctr-relay.observe.result"
+    )]
+    pub reply_topic: String,
+    /// Requests delivered and not yet acknowledged, at most.
+    #[arg(long, env = "BACKBONE_PREFETCH", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// A PEM file of CA certificates to trust for amqps://, besides the
+    /// bundled public roots.
+    #[arg(long, env = "BACKBONE_TLS_CA_FILE")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Serve GET /metrics and GET /watchdog on this port (HOST as for the server).
+    #[arg(long, env = "BACKBONE_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,17 +4,19 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use ctr_relay::auth::{Authenticator, KeyCache};
 use ctr_relay::cli::{
-    Cli, Command, HealthcheckArgs, JwtArgs, ThreatbusArgs, healthcheck, mint, watchdog_url,
+    BackboneArgs, Cli, Command, HealthcheckArgs, JwtArgs, ThreatbusArgs, healthcheck, mint,
+    watchdog_url,
 };
-use ctr_relay::config::{Settings, credentials_from};
+use ctr_relay::config::{Settings, credentials_from, optional_credentials_from};
 use ctr_relay::domain::Secret;
 use ctr_relay::http::{Application, StartupError};
 use ctr_relay::metrics::Metrics;
 use ctr_relay::outbound::Tls;
 use ctr_relay::providers::scope::MemoryPool;
 use ctr_relay::providers::{ProviderState, Providers};
-use ctr_relay::{telemetry, threatbus};
+use ctr_relay::{backbone, ops, telemetry, threatbus};
 
 // A fast, memory-frugal allocator: the default ones (musl's especially) cost
 // throughput and resident memory under this allocation-heavy load.
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Jwt(args) => jwt(&args),
         Command::Healthcheck(args) => check(&args),
         Command::Threatbus(args) => threatbus(&args),
+        Command::Backbone(args) => backbone(&args),
     }
 }
 
@@ -133,17 +136,7 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
         // One runtime drives every lookup of this mode: one set of clients.
         let state = ProviderState::new(&settings.upstream, tls, metrics.clone());
         let providers = Providers::new(&state).map_err(|error| error.to_string())?;
-        let metrics_server = match args.metrics_port {
-            Some(port) => {
-                let server = threatbus::metrics_server(settings.host, port, metrics.clone())
-                    .map_err(|error| format!("metrics port {port}: {error}"))?;
-                tracing::info!(port, "serving /metrics");
-                let handle = server.handle();
-                actix_web::rt::spawn(server);
-                Some(handle)
-            }
-            None => None,
-        };
+        let metrics_server = ops::start(settings.host, args.metrics_port, metrics.clone())?;
         let run_settings = threatbus::ThreatBusSettings {
             manage,
             snapshot_days: args.snapshot,
@@ -177,6 +170,109 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
         }
         Err(error) => {
             tracing::error!(%error, "threatbus mode stopped on an error");
+            fail(error)
+        }
+    }
+}
+
+fn backbone(args: &BackboneArgs) -> ExitCode {
+    let settings = match settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let fail = |message: String| {
+        eprintln!("ctr-relay: {message}");
+        ExitCode::FAILURE
+    };
+    // Credentials of its own are optional here: requests may carry a token.
+    let credentials = match optional_credentials_from(|name| std::env::var(name).ok()) {
+        Ok(credentials) => credentials,
+        Err(error) => return fail(error.to_string()),
+    };
+    let url = match backbone::check_url(&args.amqp_url) {
+        Ok(url) => url,
+        Err(error) => return fail(format!("BACKBONE_AMQP_URL / --amqp-url: {error}")),
+    };
+    let topology = match backbone::Topology::new(&args.client_id, &args.subscribe) {
+        Ok(topology) => topology,
+        Err(error) => {
+            return fail(format!(
+                "BACKBONE_CLIENT_ID / --client-id, BACKBONE_SUBSCRIBE / --subscribe: {error}"
+            ));
+        }
+    };
+    let reply_topic = args.reply_topic.trim().to_owned();
+    if let Err(error) = backbone::check_topic(&reply_topic) {
+        return fail(format!("BACKBONE_REPLY_TOPIC / --reply-topic: {error}"));
+    }
+    let tls_ca_pem = match &args.tls_ca_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                return fail(format!(
+                    "BACKBONE_TLS_CA_FILE / --tls-ca-file: {}: no PEM certificate in it",
+                    path.display()
+                ));
+            }
+            Err(error) => {
+                return fail(format!(
+                    "BACKBONE_TLS_CA_FILE / --tls-ca-file: {}: {error}",
+                    path.display()
+                ));
+            }
+        },
+        None => None,
+    };
+    let _log_writer = telemetry::init(&settings.log);
+    let result = actix_web::rt::System::new().block_on(async move {
+        let metrics = Arc::new(Metrics::new().map_err(|error| error.to_string())?);
+        let tls = Tls::new().map_err(|error| error.to_string())?;
+        // One runtime drives every request of this mode: one set of clients.
+        let state = ProviderState::new(&settings.upstream, tls.clone(), metrics.clone());
+        let providers = Providers::new(&state).map_err(|error| error.to_string())?;
+        let keys = Arc::new(KeyCache::new(&settings.jwks, metrics.clone()));
+        let jwks_http = tls
+            .client(settings.upstream.timeout)
+            .map_err(|error| error.to_string())?;
+        let authenticator = Authenticator::new(&settings, keys, jwks_http);
+        let metrics_server = ops::start(settings.host, args.metrics_port, metrics.clone())?;
+        let backbone_settings = backbone::BackboneSettings {
+            url,
+            tls_ca_pem,
+            topology,
+            reply_topic,
+            prefetch: args.prefetch,
+            pool: Arc::new(MemoryPool::new(settings.limits.max_held_bytes)),
+            limits: settings.limits.clone(),
+            credentials,
+            entities_limit: settings.entities_limit,
+            shutdown_grace: settings.shutdown_grace,
+        };
+        tracing::info!(
+            broker = %backbone::describe(&backbone_settings.url),
+            client_id = %backbone_settings.topology.client_id,
+            "backbone mode"
+        );
+        backbone::run(
+            backbone_settings,
+            providers,
+            authenticator,
+            metrics,
+            shutdown_signal(),
+        )
+        .await;
+        if let Some(handle) = metrics_server {
+            handle.stop(true).await;
+        }
+        Ok::<_, String>(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "backbone mode stopped on an error");
             fail(error)
         }
     }

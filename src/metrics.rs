@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: 1 ms to 30 s.
@@ -26,6 +26,8 @@ pub struct Metrics {
     upstream_retries: IntCounterVec,
     upstream_skipped: IntCounterVec,
     threatbus_events: IntCounterVec,
+    backbone_events: IntCounterVec,
+    backbone_in_flight: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +107,20 @@ impl Metrics {
             ),
             &["event"],
         )?;
+        let backbone_events = IntCounterVec::new(
+            Opts::new(
+                "backbone_events_total",
+                "Backbone mode: requests received, replied, answered with an error, \
+                 redelivered, rejected, ignored; reconnects",
+            ),
+            &["event"],
+        )?;
+        let backbone_in_flight = IntGauge::new(
+            "backbone_in_flight",
+            "Backbone mode: requests being answered now",
+        )?;
+        registry.register(Box::new(backbone_events.clone()))?;
+        registry.register(Box::new(backbone_in_flight.clone()))?;
         registry.register(Box::new(threatbus_events.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
@@ -129,6 +145,8 @@ impl Metrics {
             upstream_retries,
             upstream_skipped,
             threatbus_events,
+            backbone_events,
+            backbone_in_flight,
         })
     }
 
@@ -179,6 +197,16 @@ impl Metrics {
     /// Threat Bus mode: `n` more of `event` (a fixed label).
     pub fn threatbus_event(&self, event: &'static str, n: u64) {
         self.threatbus_events.with_label_values(&[event]).inc_by(n);
+    }
+
+    /// Backbone mode: one more `event` (a fixed label).
+    pub fn backbone_event(&self, event: &'static str) {
+        self.backbone_events.with_label_values(&[event]).inc();
+    }
+
+    /// Backbone mode: requests being answered, up or down by one.
+    pub fn backbone_in_flight(&self, delta: i64) {
+        self.backbone_in_flight.add(delta);
     }
 
     /// One key set fetch; `jwks_host` is always an allowlisted host.

@@ -115,6 +115,22 @@ impl Authenticator {
         origin: impl FnOnce() -> String,
     ) -> Result<Credentials, AuthError> {
         let token = jwt::bearer_token(authorization)?;
+        self.verify(token, origin).await
+    }
+
+    /// The credentials a bare token carries (a Communications Backbone
+    /// request's `token`), verified exactly as a Bearer token is. Its length
+    /// is bounded as a header's is.
+    pub async fn verify(
+        &self,
+        token: &str,
+        origin: impl FnOnce() -> String,
+    ) -> Result<Credentials, AuthError> {
+        if token.len() > jwt::MAX_HEADER_BYTES {
+            return Err(AuthError::HeaderTooLarge {
+                limit: jwt::MAX_HEADER_BYTES,
+            });
+        }
         let header = jwt::unverified_header(token)?;
         let claims = match header.alg.as_str() {
             "HS256" => {

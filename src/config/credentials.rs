@@ -10,6 +10,20 @@ use crate::domain::{C1fAppCredentials, Credentials, CyberScanCredentials, Secret
 pub fn credentials_from(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Credentials, ConfigError> {
+    optional_credentials_from(lookup)?.ok_or_else(|| {
+        ConfigError::new(
+            "C1FAPP_KEY",
+            "no provider is configured: set C1FAPP_KEY, or CYBERSCAN_API_KEY and \
+             CYBERSCAN_HOST, or both",
+        )
+    })
+}
+
+/// As [`credentials_from`], but no provider at all is `None` (Backbone mode,
+/// where requests may bring their own token).
+pub fn optional_credentials_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Credentials>, ConfigError> {
     let value = |name: &'static str| match lookup(name) {
         Some(text) if text.trim().is_empty() => Err(ConfigError::new(
             name,
@@ -41,17 +55,13 @@ pub fn credentials_from(
         }
     };
     if c1fapp.is_none() && cyberscan.is_none() {
-        return Err(ConfigError::new(
-            "C1FAPP_KEY",
-            "no provider is configured: set C1FAPP_KEY, or CYBERSCAN_API_KEY and \
-             CYBERSCAN_HOST, or both",
-        ));
+        return Ok(None);
     }
-    Ok(Credentials {
+    Ok(Some(Credentials {
         c1fapp,
         cyberscan,
         entities_limit: None,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use credentials::credentials_from;
+pub use credentials::{credentials_from, optional_credentials_from};
 use parse::{parse_bool, parse_jwks_hosts, parse_seconds, parse_url, present, whole};
 
 pub const DEFAULT_C1FAPP_API_URL: &str = "https://www.c1fapp.com/cifapp/api/";

@@ -12,6 +12,8 @@ mod secret;
 pub use credentials::{C1fAppCredentials, Credentials, CyberScanCredentials, api_base_url};
 pub use jwks_host::JwksHost;
 pub use limit::EntitiesLimit;
-pub use observable::{MAX_VALUE_CHARS, Observable, ObservableType, parse_observables};
+pub use observable::{
+    MAX_VALUE_CHARS, Observable, ObservableType, observables_from_value, parse_observables,
+};
 pub use provider::ProviderName;
 pub use secret::Secret;

@@ -84,10 +84,19 @@ pub fn parse_observables(body: &[u8], max_observables: usize) -> Result<Vec<Obse
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|error| format!("Not valid JSON: {error}."))?;
+    observables_from_value(&value, max_observables)
+}
+
+/// As [`parse_observables`], from JSON already read (a Communications Backbone
+/// request's `observables`).
+pub fn observables_from_value(
+    value: &Value,
+    max_observables: usize,
+) -> Result<Vec<Observable>, String> {
     let Value::Array(elements) = value else {
         return Err(format!(
             "Expected a JSON array of observables, got {}.",
-            describe(&value)
+            describe(value)
         ));
     };
     if elements.len() > max_observables {

@@ -15,6 +15,9 @@ use crate::providers::scope::Limit;
 pub enum RequestError {
     #[error("authorization failed: {0:?}")]
     Auth(#[from] AuthError),
+    /// A bus request without a token, to a relay without credentials of its own.
+    #[error("no token and no configured credentials")]
+    NoCredentials,
     #[error("invalid request payload: {0}")]
     InvalidPayload(String),
     #[error("watchdog request without a Health-Check header")]
@@ -36,6 +39,11 @@ impl RequestError {
     pub fn to_ctim(&self) -> CtimError {
         match self {
             RequestError::Auth(error) => auth_error(error),
+            RequestError::NoCredentials => CtimError::new(
+                ErrorCode::AuthorizationError,
+                "Authorization failed: the request carries no token, and the relay has no \
+                 credentials of its own (C1FAPP_KEY, CYBERSCAN_API_KEY and CYBERSCAN_HOST)",
+            ),
             RequestError::InvalidPayload(detail) => CtimError::new(
                 ErrorCode::InvalidArgument,
                 format!("Invalid JSON payload received. {detail}"),

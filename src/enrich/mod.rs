@@ -11,8 +11,8 @@ use futures_util::stream::{self, StreamExt};
 
 pub use errors::RequestError;
 
-use crate::ctim::CtimError;
-use crate::domain::Observable;
+use crate::ctim::{CtimError, Entities, Reference, Verdicts};
+use crate::domain::{EntitiesLimit, Observable};
 use crate::providers::scope::Scope;
 use crate::providers::{Capability, Provider, ProviderError};
 
@@ -83,6 +83,63 @@ where
         }
     }
     outcome
+}
+
+/// What `POST /observe/observables` answers (and a Backbone request): every
+/// supported observable at every provider of the caller.
+pub async fn observe(
+    providers: &[Provider<'_>],
+    observables: &[Observable],
+    limit: EntitiesLimit,
+    concurrency: usize,
+    scope: &Scope,
+) -> Outcome<Entities> {
+    fan_out(
+        providers,
+        observables,
+        Capability::Observe,
+        concurrency,
+        |provider, observable| provider.observe(observable, limit, scope),
+        |data: &mut Entities, found| data.extend(found),
+    )
+    .await
+}
+
+/// What `POST /deliberate/observables` answers: the verdicts alone.
+pub async fn deliberate(
+    providers: &[Provider<'_>],
+    observables: &[Observable],
+    limit: EntitiesLimit,
+    concurrency: usize,
+    scope: &Scope,
+) -> Outcome<Verdicts> {
+    fan_out(
+        providers,
+        observables,
+        Capability::Deliberate,
+        concurrency,
+        |provider, observable| provider.deliberate(observable, limit, scope),
+        |data: &mut Verdicts, found| data.extend(found),
+    )
+    .await
+}
+
+/// What `POST /refer/observables` answers: links to each provider's page.
+pub async fn refer(
+    providers: &[Provider<'_>],
+    observables: &[Observable],
+    concurrency: usize,
+    scope: &Scope,
+) -> Outcome<Vec<Reference>> {
+    fan_out(
+        providers,
+        observables,
+        Capability::Refer,
+        concurrency,
+        |provider, observable| provider.refer(observable, scope),
+        |data: &mut Vec<Reference>, found| data.extend(found),
+    )
+    .await
 }
 
 /// Checks every provider of the request, concurrently; the distinct errors.

@@ -16,7 +16,16 @@ use crate::config::{LogFormat, LogSettings};
 /// returned guard until exit: dropping it flushes what is still queued.
 /// Does nothing (and returns `None`) if a subscriber is already installed.
 pub fn init(settings: &LogSettings) -> Option<WorkerGuard> {
-    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter =
+        EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !settings.filter.contains("lapin") {
+        // The AMQP client logs a failed connection as several ERROR lines,
+        // beside the relay's own warning naming the broker and the retry:
+        // off unless RUST_LOG names it (`RUST_LOG=info,lapin=debug`).
+        if let Ok(directive) = "lapin=off".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         // Never drop a line: when 16k lines are queued (stdout slower than
         // the relay), requests wait for the writer. This also bounds the

@@ -452,47 +452,6 @@ async fn enrich(shared: &Shared, indicator: &Indicator, found: &mpsc::Sender<Str
     }
 }
 
-/// A small HTTP server for Threat Bus mode: `GET /metrics` (Prometheus text)
-/// and `GET /watchdog`.
-pub fn metrics_server(
-    host: std::net::IpAddr,
-    port: u16,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<actix_web::dev::Server> {
-    use actix_web::{App, HttpResponse, HttpServer, web};
-    let server = HttpServer::new(move || {
-        let metrics = metrics.clone();
-        App::new()
-            .route(
-                "/metrics",
-                web::get().to(move || {
-                    let text = metrics.render();
-                    async move {
-                        match text {
-                            Ok(text) => HttpResponse::Ok()
-                                .content_type("text/plain; version=0.0.4; charset=utf-8")
-                                .body(text),
-                            Err(error) => {
-                                tracing::error!(%error, "cannot render the metrics");
-                                HttpResponse::InternalServerError().finish()
-                            }
-                        }
-                    }
-                }),
-            )
-            .route(
-                "/watchdog",
-                web::get()
-                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"data": "ok"})) }),
-            )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind((host, port))?
-    .run();
-    Ok(server)
-}
-
 /// Logs the counts of the last period and the totals; returns the totals.
 fn log_counts(counts: &Counts, previous: CountsSnapshot) -> CountsSnapshot {
     let now = counts.snapshot();

@@ -2,10 +2,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{read_observables, respond};
 use crate::domain::Credentials;
-use crate::enrich::RequestError;
-use crate::enrich::fan_out;
+use crate::enrich::{self, RequestError};
 use crate::http::{AppState, Worker};
-use crate::providers::Capability;
 
 /// POST /deliberate/observables: the verdicts alone.
 pub async fn deliberate(
@@ -19,13 +17,12 @@ pub async fn deliberate(
     let providers = worker.providers.for_credentials(&credentials);
     let scope = state.scope();
     let limit = state.entities_limit(&credentials);
-    let outcome = fan_out(
+    let outcome = enrich::deliberate(
         &providers,
         &observables,
-        Capability::Deliberate,
+        limit,
         state.limits.lookup_concurrency,
-        |provider, observable| provider.deliberate(observable, limit, &scope),
-        |data, found| data.extend(found),
+        &scope,
     )
     .await;
     Ok(respond(outcome))

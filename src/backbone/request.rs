@@ -1,0 +1,211 @@
+//! One delivery, answered: read, credentials, the lookups, the reply
+//! published and confirmed, then the delivery settled (ack after the reply,
+//! reject for what cannot be served, nack-requeue when the broker refused the
+//! reply).
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+
+use super::Shared;
+use super::broker::{self, BrokerError};
+use super::wire::{self, Incoming, Reply};
+use crate::ctim::CtimError;
+use crate::enrich::{self, RequestError};
+use crate::metrics::Metrics;
+use crate::providers::scope::Scope;
+
+/// Counts a request in work for as long as it lives.
+struct InWork<'a>(&'a Metrics);
+
+impl<'a> InWork<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.backbone_in_flight(1);
+        Self(metrics)
+    }
+}
+
+impl Drop for InWork<'_> {
+    fn drop(&mut self) {
+        self.0.backbone_in_flight(-1);
+    }
+}
+
+/// Answers one delivery; `Err` only when the broker connection failed (then
+/// the delivery is not settled and comes back).
+pub(super) async fn handle(
+    shared: &Shared,
+    channel: &lapin::Channel,
+    delivery: Delivery,
+) -> Result<(), BrokerError> {
+    let metrics = &shared.metrics;
+    let _in_work = InWork::new(metrics);
+    metrics.backbone_event("received");
+    if delivery.redelivered {
+        metrics.backbone_event("redelivered");
+    }
+    if delivery.exchange.as_str() == broker::BROADCAST_EXCHANGE {
+        tracing::debug!("broadcast message ignored");
+        metrics.backbone_event("ignored");
+        delivery.ack(BasicAckOptions::default()).await?;
+        return Ok(());
+    }
+    let limits = &shared.settings.limits;
+    match wire::read(
+        &delivery.data,
+        limits.max_body_bytes,
+        limits.max_observables,
+    ) {
+        Incoming::NotARequest => {
+            tracing::debug!("message without request_id ignored");
+            metrics.backbone_event("ignored");
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
+        Incoming::Unreadable(reason) => {
+            tracing::warn!(
+                reason,
+                bytes = delivery.data.len(),
+                "unreadable message rejected"
+            );
+            metrics.backbone_event("rejected");
+            delivery
+                .reject(BasicRejectOptions { requeue: false })
+                .await?;
+        }
+        Incoming::Refused {
+            request_id,
+            reply_topic,
+            error,
+        } => {
+            refuse(
+                shared,
+                channel,
+                &delivery,
+                &request_id,
+                reply_topic.as_deref(),
+                error,
+            )
+            .await?;
+        }
+        Incoming::Request(request) => {
+            let credentials = match &request.token {
+                Some(token) => match shared.authenticator.verify(token, String::new).await {
+                    Ok(credentials) => credentials,
+                    Err(error) => {
+                        let error = RequestError::Auth(error).to_ctim();
+                        return refuse(
+                            shared,
+                            channel,
+                            &delivery,
+                            &request.request_id,
+                            request.reply_topic.as_deref(),
+                            error,
+                        )
+                        .await;
+                    }
+                },
+                None => match &shared.settings.credentials {
+                    Some(credentials) => credentials.clone(),
+                    None => {
+                        let error = RequestError::NoCredentials.to_ctim();
+                        return refuse(
+                            shared,
+                            channel,
+                            &delivery,
+                            &request.request_id,
+                            request.reply_topic.as_deref(),
+                            error,
+                        )
+                        .await;
+                    }
+                },
+            };
+            let providers = shared.providers.for_credentials(&credentials);
+            let limit = credentials
+                .entities_limit
+                .unwrap_or(shared.settings.entities_limit);
+            let scope = Scope::new(limits, shared.settings.pool.clone());
+            let outcome = enrich::observe(
+                &providers,
+                &request.observables,
+                limit,
+                limits.lookup_concurrency,
+                &scope,
+            )
+            .await;
+            let reply = Reply {
+                request_id: &request.request_id,
+                data: &outcome.data,
+                errors: &outcome.errors,
+            };
+            let topic = request
+                .reply_topic
+                .as_deref()
+                .unwrap_or(&shared.settings.reply_topic);
+            let body = wire::encode(topic, reply)?;
+            drop(outcome);
+            match broker::publish(channel, &shared.settings.topology.outbox(), topic, &body).await {
+                Ok(()) => {
+                    delivery.ack(BasicAckOptions::default()).await?;
+                    metrics.backbone_event("replied");
+                    tracing::info!(request_id = %request.request_id, observables = request.observables.len(), "request answered");
+                }
+                Err(BrokerError::Refused) => {
+                    // The broker could not take the reply: try the request again.
+                    metrics.backbone_event("error");
+                    tracing::warn!(request_id = %request.request_id, "the broker refused the reply; the request is requeued");
+                    delivery
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        })
+                        .await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An error reply to a request that cannot be served, then the request is
+/// rejected without requeue (an operator's dead-letter exchange keeps it).
+async fn refuse(
+    shared: &Shared,
+    channel: &lapin::Channel,
+    delivery: &Delivery,
+    request_id: &str,
+    reply_topic: Option<&str>,
+    error: CtimError,
+) -> Result<(), BrokerError> {
+    tracing::warn!(request_id, error_code = error.code.as_str(), error_message = %error.message, "request refused");
+    let topic = reply_topic.unwrap_or(&shared.settings.reply_topic);
+    let data = crate::ctim::Entities::default();
+    let body = wire::encode(
+        topic,
+        Reply {
+            request_id,
+            data: &data,
+            errors: std::slice::from_ref(&error),
+        },
+    )?;
+    match broker::publish(channel, &shared.settings.topology.outbox(), topic, &body).await {
+        Ok(()) => {
+            shared.metrics.backbone_event("error_reply");
+            delivery
+                .reject(BasicRejectOptions { requeue: false })
+                .await?;
+            Ok(())
+        }
+        Err(BrokerError::Refused) => {
+            shared.metrics.backbone_event("error");
+            delivery
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await?;
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
