@@ -5,7 +5,9 @@
 //! cargo run --release --example mock_upstream -- --port 8081 --latency-ms 50
 //! ```
 //!
-//! * `POST /cifapp/api/` — a JSON array of `--records` C1fApp records
+//! * `POST /cifapp/api/` — a JSON array of `--records` C1fApp records, or of
+//!   N records for an API key ending in `-records-N` (N ≤ 100): tests tell
+//!   whose credentials a lookup used by the number of sightings
 //! * `POST /api/v1/token` — `{"access_token": "mock-access-token"}`
 //! * `GET /api/v1/domain/<domain>`, `GET /api/v1/ip/<ip>` — the host report
 //! * `GET /api/v1/vulnerabilities/ip/<ip>` — `--vulnerabilities` findings
@@ -41,6 +43,8 @@ struct Args {
 struct Answers {
     latency: Duration,
     c1fapp: String,
+    /// `c1fapp_by_count[n]`: n records, for keys ending in `-records-<n>`.
+    c1fapp_by_count: Vec<String>,
     token: String,
     host: String,
     vulnerabilities: String,
@@ -100,8 +104,18 @@ async fn answer(answers: &Answers, body: &str) -> HttpResponse {
 
 // POST handlers take the body: actix closes a keep-alive connection whose
 // request body was left unread, which would make every call a new connection.
-async fn c1fapp(answers: web::Data<Answers>, _body: web::Bytes) -> HttpResponse {
-    answer(&answers, &answers.c1fapp).await
+async fn c1fapp(answers: web::Data<Answers>, body: web::Bytes) -> HttpResponse {
+    let count = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|request| {
+            let key = request.get("key")?.as_str()?;
+            let (_, count) = key.rsplit_once("-records-")?;
+            count.parse::<usize>().ok()
+        });
+    match count.and_then(|count| answers.c1fapp_by_count.get(count)) {
+        Some(records) => answer(&answers, records).await,
+        None => answer(&answers, &answers.c1fapp).await,
+    }
 }
 
 async fn token(answers: web::Data<Answers>, _body: web::Bytes) -> HttpResponse {
@@ -122,6 +136,9 @@ async fn main() -> std::io::Result<()> {
     let answers = web::Data::new(Answers {
         latency: Duration::from_millis(args.latency_ms),
         c1fapp: c1fapp_records(args.records).to_string(),
+        c1fapp_by_count: (0..=100)
+            .map(|count| c1fapp_records(count).to_string())
+            .collect(),
         token: json!({"access_token": "mock-access-token"}).to_string(),
         host: json!({
             "domain": "login.example.net",

@@ -25,6 +25,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if declare -f rabbitmq_cleanup >/dev/null; then rabbitmq_cleanup; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
