@@ -6,7 +6,7 @@
 # (installed when missing).
 #
 #   bench/backbone.sh
-#   BENCH_DURATION=5 BENCH_LATENCY_MS=50 bench/backbone.sh
+#   BENCH_DURATION=5 BENCH_LATENCY_MS=50 BENCH_PREFETCH=128 bench/backbone.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -30,5 +30,6 @@ out="bench/results/backbone-$(date +%Y%m%d-%H%M%S).txt"
 target/release/examples/backbone_e2e --bench \
   --relay "${BENCH_RELAY:-target/release/ctr-relay}" --mock target/release/examples/mock_upstream \
   --work-dir "$work/logs" --amqp-url "$amqp_url" --broker-pid-file "$rmq/pid" \
-  --latency-ms "${BENCH_LATENCY_MS:-0}" --bench-seconds "${BENCH_DURATION:-10}" | tee "$out"
+  --latency-ms "${BENCH_LATENCY_MS:-0}" --bench-seconds "${BENCH_DURATION:-10}" \
+  --bench-prefetch "${BENCH_PREFETCH:-32}" | tee "$out"
 log "written to $out"

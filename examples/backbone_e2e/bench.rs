@@ -1,7 +1,7 @@
 //! Requests per second through the bus, beside the HTTP API in the same run:
 //! for 1 and 10 observables, one relay (one thread) against an HTTP relay
 //! with one worker, two relays against two workers, each with the same
-//! number of requests in work (32 per relay: the default prefetch).
+//! number of requests in work (`--bench-prefetch` per relay, 32 by default).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,6 @@ use crate::bus::{Bus, PUBLISH, count};
 use crate::fleet::{BusRelay, BusRelayConfig, HttpRelay, Mock, client, env_token};
 use crate::scenarios::{CLIENT, TOPIC, one, request, ten};
 
-const PREFETCH: u16 = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 
 struct Row {
@@ -57,8 +56,9 @@ pub async fn run(args: &Args) -> Result<(), String> {
     let bus = Bus::connect(&args.amqp_url, None).await?;
     bus.declare().await?;
     let seconds = Duration::from_secs(args.bench_seconds);
+    let prefetch = args.bench_prefetch;
     println!(
-        "mock upstream {} ms per call; {} s per measurement after {} s of warm-up; {PREFETCH} requests in work per relay or worker",
+        "mock upstream {} ms per call; {} s per measurement after {} s of warm-up; {prefetch} requests in work per relay (BACKBONE_PREFETCH) or HTTP worker",
         args.latency_ms,
         seconds.as_secs(),
         WARM_UP.as_secs()
@@ -72,7 +72,7 @@ pub async fn run(args: &Args) -> Result<(), String> {
                     &relay,
                     &mock,
                     observables,
-                    relays * PREFETCH as usize,
+                    relays * prefetch as usize,
                     seconds,
                 )
                 .await?
@@ -86,7 +86,7 @@ pub async fn run(args: &Args) -> Result<(), String> {
                         url: &args.amqp_url,
                         client_id: CLIENT,
                         tls_ca_file: None,
-                        prefetch: PREFETCH,
+                        prefetch,
                     };
                     fleet.push(BusRelay::start(&args.relay, &mock, &config, work).await?);
                 }
@@ -96,7 +96,7 @@ pub async fn run(args: &Args) -> Result<(), String> {
                     args,
                     &pids,
                     observables,
-                    relays * PREFETCH as usize,
+                    relays * prefetch as usize,
                     seconds,
                 )
                 .await?
@@ -226,8 +226,8 @@ async fn bus_rate(
             broker_pid(args).map_or(0.0, cpu_seconds),
         )
     };
-    let mut replies = count(args.amqp_url.clone(), format!("{CLIENT}-outbox"));
     let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut replies = count(args.amqp_url.clone(), format!("{CLIENT}-outbox"), format!("bench-{run}-"));
     // Twice the prefetch in the queue: the relays never wait for the driver.
     let window = window * 2;
     let started = Instant::now();
@@ -256,7 +256,7 @@ async fn bus_rate(
                 .await;
             return Ok(rate);
         }
-        let missing = window.saturating_sub(published - answered);
+        let missing = window.saturating_sub(published.saturating_sub(answered));
         if missing > 0 {
             let bodies = (published..published + missing).map(|i| {
                 request(

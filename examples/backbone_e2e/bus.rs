@@ -197,16 +197,29 @@ pub fn collect(url: String, tls_ca_pem: Option<String>, queue: String) -> Collec
         task,
         seen: HashMap::new(),
         replies: 0,
-        keep: true,
+        count_only: None,
     }
 }
 
-/// [`collect`], counting messages only (a benchmark's thousands of replies
-/// are not kept).
-pub fn count(url: String, queue: String) -> Collector {
+/// [`collect`], counting the messages whose `request_id` starts with
+/// `prefix` only (a benchmark's thousands of replies are not kept, and those
+/// of an earlier run are not counted).
+pub fn count(url: String, queue: String, prefix: String) -> Collector {
     let mut collector = collect(url, None, queue);
-    collector.keep = false;
+    collector.count_only = Some(prefix);
     collector
+}
+
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    message: HeadMessage<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct HeadMessage<'a> {
+    #[serde(borrow)]
+    request_id: Option<&'a str>,
 }
 
 fn tracing_line(queue: &str, error: &str) {
@@ -254,9 +267,9 @@ pub struct Collector {
     receiver: mpsc::UnboundedReceiver<Vec<u8>>,
     task: JoinHandle<()>,
     pub seen: HashMap<String, (usize, Value)>,
-    /// Every message received.
+    /// Every message received (or, counting only, those counted).
     pub replies: usize,
-    keep: bool,
+    count_only: Option<String>,
 }
 
 impl Drop for Collector {
@@ -277,10 +290,14 @@ fn key(value: &Value) -> String {
 
 impl Collector {
     fn take(&mut self, body: Vec<u8>) {
-        self.replies += 1;
-        if !self.keep {
+        if let Some(prefix) = &self.count_only {
+            let head = serde_json::from_slice::<Head<'_>>(&body).ok();
+            if head.and_then(|head| head.message.request_id).is_some_and(|id| id.starts_with(prefix.as_str())) {
+                self.replies += 1;
+            }
             return;
         }
+        self.replies += 1;
         let value = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String("(not JSON)".to_owned()));
         let entry = self.seen.entry(key(&value)).or_insert((0, value));

@@ -64,6 +64,10 @@ struct Args {
     /// Measure throughput instead of running the scenarios.
     #[arg(long)]
     bench: bool,
+    /// The relays' BACKBONE_PREFETCH in the benchmark (and the HTTP
+    /// callers per worker).
+    #[arg(long, default_value_t = 32)]
+    bench_prefetch: u16,
     /// Seconds per benchmark row.
     #[arg(long, default_value_t = 10)]
     bench_seconds: u64,
