@@ -14,11 +14,6 @@ source scripts/lib.sh
 # shellcheck source=scripts/rabbitmq.sh
 source scripts/rabbitmq.sh
 
-if ! command -v rabbitmq-server >/dev/null; then
-  log "installing rabbitmq-server"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
-fi
 log "building (release)"
 cargo build --release --locked --bin ctr-relay --example mock_upstream --example backbone_e2e
 

@@ -4,10 +4,12 @@
 # policy on the relay's inbox), the mock upstream, an HTTP relay for the
 # reference answers, and Backbone relays started, killed and stopped by the
 # driver. Prints each scenario's counts and the totals (published, answered,
-# duplicates, lost, seconds). Needs root and Debian's rabbitmq-server.
+# duplicates, lost, seconds). Needs root; installs Debian's rabbitmq-server
+# when missing.
 #
 #   scripts/backbone-e2e.sh
 #   BACKBONE_E2E_REQUESTS=2000 scripts/backbone-e2e.sh
+#   BACKBONE_E2E_UNTIL=flood scripts/backbone-e2e.sh     # the scenarios up to that one
 #   LOAD_RELAY=target/release/ctr-relay scripts/backbone-e2e.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,7 @@ target/debug/examples/backbone_e2e \
   --relay "$relay" --mock target/release/examples/mock_upstream --work-dir "$work/logs" \
   --amqp-url "$amqp_url" --amqps-url "$amqps_url" --tls-ca-file "$rmq/ca.pem" \
   --broker-stop "$rmq/stop" --broker-start "$rmq/start" \
-  --requests "${BACKBONE_E2E_REQUESTS:-1000}" || {
+  --requests "${BACKBONE_E2E_REQUESTS:-1000}" ${BACKBONE_E2E_UNTIL:+--until "$BACKBONE_E2E_UNTIL"} || {
   kept=$(mktemp -d /tmp/backbone-e2e-logs.XXXX)
   cp -r "$work/logs" "$work/rabbitmq/log" "$kept/" 2>/dev/null || true
   fail "the Backbone end-to-end test failed (the processes' logs are in $kept)"

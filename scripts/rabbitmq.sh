@@ -3,7 +3,8 @@
 # never touching a system node. Needs root (the server's wrapper switches to
 # the rabbitmq user).
 #
-#   rabbitmq_setup        writes the node's settings, a test CA and a server
+#   rabbitmq_setup        installs rabbitmq-server when missing, writes the
+#                         node's settings, a test CA and a server
 #                         certificate, the start and stop scripts
 #   "$rmq/start"          starts the node and returns once it is up
 #   "$rmq/stop"           stops it cleanly (durable queues and persistent
@@ -13,9 +14,12 @@
 # The node is stopped when the calling script exits.
 
 rabbitmq_setup() {
-  command -v rabbitmq-server >/dev/null ||
-    fail "rabbitmq-server is not installed (apt-get install -y rabbitmq-server)"
   [ "$(id -u)" = 0 ] || fail "run as root: rabbitmq-server switches to the rabbitmq user"
+  if ! command -v rabbitmq-server >/dev/null; then
+    log "installing rabbitmq-server (Debian)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
   rmq=$work/rabbitmq
   mkdir -p "$rmq"
   chmod 711 "$work" # the rabbitmq user reaches its directory through it

@@ -205,23 +205,24 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
     if let Err(error) = backbone::check_topic(&reply_topic) {
         return fail(format!("BACKBONE_REPLY_TOPIC / --reply-topic: {error}"));
     }
-    let tls_ca_pem = match &args.tls_ca_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
-            Ok(_) => {
-                return fail(format!(
-                    "BACKBONE_TLS_CA_FILE / --tls-ca-file: {}: no PEM certificate in it",
-                    path.display()
-                ));
+    // For amqps://: the bundled roots, and a private CA when one is given.
+    let broker_tls = match (Tls::new(), &args.tls_ca_file) {
+        (Err(error), _) => return fail(error.to_string()),
+        (Ok(tls), None) => tls,
+        (Ok(tls), Some(path)) => {
+            let with_ca = std::fs::read_to_string(path)
+                .map_err(|error| error.to_string())
+                .and_then(|pem| tls.with_extra_roots(&pem));
+            match with_ca {
+                Ok(tls) => tls,
+                Err(error) => {
+                    return fail(format!(
+                        "BACKBONE_TLS_CA_FILE / --tls-ca-file: {}: {error}",
+                        path.display()
+                    ));
+                }
             }
-            Err(error) => {
-                return fail(format!(
-                    "BACKBONE_TLS_CA_FILE / --tls-ca-file: {}: {error}",
-                    path.display()
-                ));
-            }
-        },
-        None => None,
+        }
     };
     let _log_writer = telemetry::init(&settings.log);
     let result = actix_web::rt::System::new().block_on(async move {
@@ -238,7 +239,7 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
         let metrics_server = ops::start(settings.host, args.metrics_port, metrics.clone())?;
         let backbone_settings = backbone::BackboneSettings {
             url,
-            tls_ca_pem,
+            tls: broker_tls,
             topology,
             reply_topic,
             prefetch: args.prefetch,
@@ -260,7 +261,7 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
             metrics,
             shutdown_signal(),
         )
-        .await;
+        .await?;
         if let Some(handle) = metrics_server {
             handle.stop(true).await;
         }

@@ -42,6 +42,41 @@ impl Tls {
         Ok(Self(config))
     }
 
+    /// This configuration, also trusting the CA certificates of `pem` (a
+    /// private CA). `Err` when `pem` holds no certificate or one that does
+    /// not parse.
+    pub fn with_extra_roots(&self, pem: &str) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let certificate = certificate.map_err(|error| format!("not PEM: {error}"))?;
+            roots
+                .add(certificate)
+                .map_err(|error| format!("a certificate does not parse: {error}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("no PEM certificate in it".to_owned());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self(config))
+    }
+
+    /// The rustls configuration, for a TLS connection that is not HTTP.
+    pub fn rustls(&self) -> Arc<rustls::ClientConfig> {
+        Arc::new(self.0.clone())
+    }
+
     /// A builder with the relay's policy: this TLS configuration, no redirects
     /// (credentials are never replayed to another host), `timeout` for the
     /// whole call and for connecting, and the relay's User-Agent.

@@ -227,7 +227,11 @@ async fn bus_rate(
         )
     };
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut replies = count(args.amqp_url.clone(), format!("{CLIENT}-outbox"), format!("bench-{run}-"));
+    let mut replies = count(
+        args.amqp_url.clone(),
+        format!("{CLIENT}-outbox"),
+        format!("bench-{run}-"),
+    );
     // Twice the prefetch in the queue: the relays never wait for the driver.
     let window = window * 2;
     let started = Instant::now();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
@@ -154,6 +154,14 @@ impl Bus {
             .map_err(|error| error.to_string())
     }
 
+    /// Empties `queue`.
+    pub async fn purge(&self, queue: &str) -> Result<u32, String> {
+        self.channel
+            .queue_purge(queue.into(), QueuePurgeOptions::default())
+            .await
+            .map_err(|error| error.to_string())
+    }
+
     /// [`Bus::ready`], once it has stopped changing for `quiet`.
     pub async fn settled(
         &self,
@@ -292,7 +300,10 @@ impl Collector {
     fn take(&mut self, body: Vec<u8>) {
         if let Some(prefix) = &self.count_only {
             let head = serde_json::from_slice::<Head<'_>>(&body).ok();
-            if head.and_then(|head| head.message.request_id).is_some_and(|id| id.starts_with(prefix.as_str())) {
+            if head
+                .and_then(|head| head.message.request_id)
+                .is_some_and(|id| id.starts_with(prefix.as_str()))
+            {
                 self.replies += 1;
             }
             return;

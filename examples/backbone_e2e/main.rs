@@ -61,6 +61,10 @@ struct Args {
     /// The mock's delay per upstream call, in milliseconds.
     #[arg(long, default_value_t = 20)]
     latency_ms: u64,
+    /// Stop after the first scenario whose name contains this (the earlier
+    /// ones set up what later ones use).
+    #[arg(long)]
+    until: Option<String>,
     /// Measure throughput instead of running the scenarios.
     #[arg(long)]
     bench: bool,
@@ -110,6 +114,7 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
         "tenant-c1fapp-key-records-1".to_owned(),
         env_token(&mock),
     ];
+    let until = args.until.clone();
     let logs = vec![http.proc.log.clone()];
     let mut run = Run {
         settings: Settings {
@@ -134,7 +139,7 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
 
     type Step =
         for<'a> fn(&'a mut Run) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
-    let steps: [(&str, Step); 9] = [
+    let steps: [(&str, Step); 10] = [
         ("the relay starts and announces `online`", |run| {
             Box::pin(scenarios::online(run))
         }),
@@ -147,6 +152,7 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
         ("malformed messages, broadcasts, other traffic", |run| {
             Box::pin(scenarios::malformed(run))
         }),
+        ("messages of 64 MiB", |run| Box::pin(scenarios::flood(run))),
         ("two relays on one inbox", |run| {
             Box::pin(scenarios::two_relays(run))
         }),
@@ -168,6 +174,9 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
                 eprintln!("--- {} log tail:\n{}", relay.proc.name, relay.proc.tail());
             }
             return Err(format!("{name}: {error}"));
+        }
+        if until.as_deref().is_some_and(|until| name.contains(until)) {
+            break;
         }
     }
     println!("-- logs");

@@ -1,13 +1,13 @@
-//! The relay's side of RabbitMQ: one connection and one channel (publisher
-//! confirms on), the Backbone's topology declared idempotently, and publishing
-//! that waits for the broker's confirmation.
+//! The relay's side of RabbitMQ: one connection (through the guard) and one
+//! channel (publisher confirms on), the Backbone's topology declared
+//! idempotently, and publishing that waits for the broker's confirmation.
 
 use lapin::options::{
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 
 /// The topic exchange the Backbone's bus publishes outbox messages through.
@@ -87,25 +87,18 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connects to `url` (`amqp://…` or `amqps://…`; TLS with rustls, the
-    /// bundled roots and, when given, the extra CA certificates of
-    /// `tls_ca_pem`), opens a channel with publisher confirms and
-    /// `prefetch` deliveries at most.
+    /// Connects to `uri` (the guard, see [`super::guard`]), opens a channel
+    /// with publisher confirms and `prefetch` deliveries at most.
     pub async fn connect(
-        url: &str,
-        tls_ca_pem: Option<&str>,
+        uri: AMQPUri,
         prefetch: u16,
         connection_name: &str,
     ) -> Result<Broker, BrokerError> {
         let properties =
             lapin::ConnectionProperties::default().with_connection_name(connection_name.into());
         let connection = lapin::DefaultConnectionBuilder::new()?
-            .with_uri_str(url.to_owned())
+            .with_uri(uri)
             .with_properties(properties)
-            .with_tls_config(OwnedTLSConfig {
-                identity: None,
-                cert_chain: tls_ca_pem.map(str::to_owned),
-            })
             .connect()
             .await?;
         let channel = connection.create_channel().await?;

@@ -12,6 +12,7 @@
 //! same client id share the inbox as competing consumers.
 
 mod broker;
+mod guard;
 mod request;
 pub mod wire;
 
@@ -34,6 +35,10 @@ use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::providers::scope::MemoryPool;
 use broker::{Broker, BrokerError};
+use guard::Guard;
+use lapin::uri::{AMQPScheme, AMQPUri};
+
+use crate::outbound::Tls;
 use wire::Status;
 
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
@@ -41,15 +46,16 @@ const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 // soon after it, and jittered (below) so that a fleet does not return at once.
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
-/// How the relay takes part in the Backbone.
-#[derive(Debug, Clone)]
+/// How the relay takes part in the Backbone. Not `Debug`: the URL holds a
+/// password.
+#[derive(Clone)]
 pub struct BackboneSettings {
-    /// `amqp://user:pass@host:port/vhost` (or `amqps://`). Holds a password:
-    /// never logged (see [`describe`]).
+    /// `amqp://user:pass@host:port/vhost` (or `amqps://`), checked by
+    /// [`check_url`]. Never logged (see [`describe`]).
     pub url: String,
-    /// Extra CA certificates (PEM) trusted for `amqps://`, besides the bundled
-    /// roots.
-    pub tls_ca_pem: Option<String>,
+    /// The TLS configuration for `amqps://` (the bundled roots, and a
+    /// private CA when one is given).
+    pub tls: Tls,
     pub topology: Topology,
     /// Where replies go when a request names no `reply_topic`.
     pub reply_topic: String,
@@ -69,6 +75,8 @@ pub struct BackboneSettings {
 /// Everything the loop and the requests share.
 struct Shared {
     settings: BackboneSettings,
+    /// The broker's URL as the AMQP client uses it: through the guard.
+    client_uri: AMQPUri,
     providers: Providers,
     authenticator: Authenticator,
     metrics: Arc<Metrics>,
@@ -85,13 +93,30 @@ enum Ended {
 
 /// Runs until `shutdown` completes; on shutdown stops consuming, finishes the
 /// requests in work (at most `shutdown_grace`), sends `offline` and closes.
+/// `Err` only when it cannot start (the URL, the local guard's port).
 pub async fn run(
     settings: BackboneSettings,
     providers: Providers,
     authenticator: Authenticator,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + 'static,
-) {
+) -> Result<(), String> {
+    let uri: AMQPUri = settings
+        .url
+        .parse()
+        .map_err(|_| "BACKBONE_AMQP_URL: not an AMQP URL".to_owned())?;
+    let upstream = guard::Upstream {
+        host: uri.authority.host.clone(),
+        port: uri.authority.port,
+        tls: matches!(uri.scheme, AMQPScheme::AMQPS).then(|| settings.tls.rustls()),
+    };
+    // Deliveries up to twice MAX_REQUEST_BYTES are read for the request_id
+    // of a `payload too large` reply; larger ones never reach the client.
+    let max_delivery = 2 * settings.limits.max_body_bytes as u64;
+    let guard = Guard::start(upstream, max_delivery, metrics.clone())
+        .await
+        .map_err(|error| format!("cannot listen on loopback for the broker connection: {error}"))?;
+    let client_uri = through(&uri, guard.port);
     let (stop_tx, mut stop) = watch::channel(false);
     actix_web::rt::spawn(async move {
         shutdown.await;
@@ -99,6 +124,7 @@ pub async fn run(
     });
     let shared = Arc::new(Shared {
         settings,
+        client_uri,
         providers,
         authenticator,
         metrics,
@@ -133,6 +159,23 @@ pub async fn run(
         }
         pause = (pause * 2).min(RECONNECT_MAX);
     }
+    drop(guard);
+    Ok(())
+}
+
+/// `uri` as the AMQP client uses it: plain AMQP to the guard on loopback
+/// (which does TLS onwards), with the same credentials, vhost and options,
+/// and frames of at most [`guard::FRAME_MAX`].
+fn through(uri: &AMQPUri, port: u16) -> AMQPUri {
+    let mut client = uri.clone();
+    client.scheme = AMQPScheme::AMQP;
+    client.authority.host = "127.0.0.1".to_owned();
+    client.authority.port = port;
+    client.query.frame_max = Some(match uri.query.frame_max {
+        Some(asked) if asked > 0 && asked < guard::FRAME_MAX => asked,
+        _ => guard::FRAME_MAX,
+    });
+    client
 }
 
 /// `pause` ± 20 %: relays that lost the same broker do not all come back at
@@ -147,8 +190,7 @@ async fn session(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) -> Ende
     let topology = &settings.topology;
     let connected = async {
         let broker = Broker::connect(
-            &settings.url,
-            settings.tls_ca_pem.as_deref(),
+            shared.client_uri.clone(),
             settings.prefetch,
             &format!("ctr-relay {}", topology.client_id),
         )
