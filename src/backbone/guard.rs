@@ -65,6 +65,8 @@ pub enum FrameError {
 #[derive(Debug)]
 pub struct Splitter {
     buffer: Vec<u8>,
+    /// Where the next frame starts in `buffer`: what is before was handed out.
+    start: usize,
     raw_left: usize,
 }
 
@@ -72,44 +74,47 @@ impl Splitter {
     pub fn new(raw_prefix: usize) -> Self {
         Self {
             buffer: Vec::new(),
+            start: 0,
             raw_left: raw_prefix,
         }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
         self.buffer.extend_from_slice(bytes);
     }
 
     /// The next whole frame (or the raw prefix), if it has all arrived.
-    pub fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    pub fn next(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let rest = &self.buffer[self.start..];
         if self.raw_left > 0 {
-            let taken = self.raw_left.min(self.buffer.len());
+            let taken = self.raw_left.min(rest.len());
             if taken == 0 {
                 return Ok(None);
             }
             self.raw_left -= taken;
-            return Ok(Some(self.buffer.drain(..taken).collect()));
+            self.start += taken;
+            return Ok(Some(&self.buffer[self.start - taken..self.start]));
         }
-        if self.buffer.len() < FRAME_HEADER {
+        if rest.len() < FRAME_HEADER {
             return Ok(None);
         }
-        let size = u32::from_be_bytes([
-            self.buffer[3],
-            self.buffer[4],
-            self.buffer[5],
-            self.buffer[6],
-        ]) as usize;
+        let size = u32::from_be_bytes([rest[3], rest[4], rest[5], rest[6]]) as usize;
         let total = FRAME_HEADER + size + 1;
         if size > FRAME_MAX as usize {
             return Err(FrameError::TooLarge(total));
         }
-        if self.buffer.len() < total {
+        if rest.len() < total {
             return Ok(None);
         }
-        if self.buffer[total - 1] != FRAME_END {
+        if rest[total - 1] != FRAME_END {
             return Err(FrameError::Malformed);
         }
-        Ok(Some(self.buffer.drain(..total).collect()))
+        self.start += total;
+        Ok(Some(&self.buffer[self.start - total..self.start]))
     }
 }
 
@@ -132,8 +137,11 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 /// What happens to a frame from the broker.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send these frames on to the client.
-    Forward(Vec<Vec<u8>>),
+    /// Send it on to the client.
+    Forward,
+    /// Send this held `basic.deliver` on, then the frame (its content
+    /// header).
+    Release(Vec<u8>),
     /// Nothing to send now (held, or dropped).
     Hold,
     /// The delivery `tag` on `channel` has a body of `bytes`, over the bound:
@@ -162,20 +170,24 @@ impl Deliveries {
         }
     }
 
-    pub fn on_frame(&mut self, frame: Vec<u8>) -> Result<Verdict, FrameError> {
-        let channel = channel_of(&frame);
-        let body = payload(&frame);
+    pub fn on_frame(&mut self, frame: &[u8]) -> Result<Verdict, FrameError> {
+        let channel = channel_of(frame);
+        let body = payload(frame);
         match frame[0] {
             METHOD if u16_at(body, 0) == Some(BASIC) && u16_at(body, 2) == Some(DELIVER) => {
                 // consumer-tag (short string), then the delivery tag.
                 let tag_length = *body.get(4).ok_or(FrameError::Malformed)? as usize;
                 let tag = u64_at(body, 5 + tag_length).ok_or(FrameError::Malformed)?;
-                let earlier = self.channels.insert(channel, Held::Deliver { frame, tag });
-                Ok(match earlier {
-                    // A deliver without content: pass the earlier one on.
-                    Some(Held::Deliver { frame, .. }) => Verdict::Forward(vec![frame]),
-                    _ => Verdict::Hold,
-                })
+                let held = Held::Deliver {
+                    frame: frame.to_vec(),
+                    tag,
+                };
+                // A deliver always comes with a content header, even for an
+                // empty body: two in a row break the protocol.
+                match self.channels.insert(channel, held) {
+                    None => Ok(Verdict::Hold),
+                    Some(_) => Err(FrameError::Malformed),
+                }
             }
             HEADER => match self.channels.remove(&channel) {
                 Some(Held::Deliver {
@@ -191,14 +203,12 @@ impl Deliveries {
                             bytes: size,
                         })
                     } else {
-                        Ok(Verdict::Forward(vec![deliver, frame]))
+                        Ok(Verdict::Release(deliver))
                     }
                 }
-                Some(dropping) => {
-                    self.channels.insert(channel, dropping);
-                    Ok(Verdict::Forward(vec![frame]))
-                }
-                None => Ok(Verdict::Forward(vec![frame])),
+                // A header while a body is being dropped breaks the protocol.
+                Some(Held::Dropping { .. }) => Err(FrameError::Malformed),
+                None => Ok(Verdict::Forward),
             },
             BODY => match self.channels.get_mut(&channel) {
                 Some(Held::Dropping { left }) => {
@@ -208,9 +218,9 @@ impl Deliveries {
                     }
                     Ok(Verdict::Hold)
                 }
-                _ => Ok(Verdict::Forward(vec![frame])),
+                _ => Ok(Verdict::Forward),
             },
-            _ => Ok(Verdict::Forward(vec![frame])),
+            _ => Ok(Verdict::Forward),
         }
     }
 }
@@ -253,6 +263,9 @@ impl Guard {
         let port = listener.local_addr()?.port();
         let accept = tokio::spawn(async move {
             while let Ok((inner, _)) = listener.accept().await {
+                // Every frame goes on at once: Nagle's algorithm would hold a
+                // small one (a confirm, an ack) back for tens of ms.
+                let _ = inner.set_nodelay(true);
                 let (upstream, metrics) = (upstream.clone(), metrics.clone());
                 tokio::spawn(async move {
                     match connect(&upstream).await {
@@ -316,6 +329,7 @@ async fn outward(
 ) -> Result<(), String> {
     let mut splitter = Splitter::new(PROTOCOL_HEADER);
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
     loop {
         tokio::select! {
             read = from.read(&mut buffer) => {
@@ -324,15 +338,20 @@ async fn outward(
                     return Ok(());
                 }
                 splitter.push(&buffer[..n]);
+                // The whole frames of this read, in one write.
                 while let Some(frame) = splitter.next().map_err(|error| format!("from the client: {error}"))? {
-                    to.write_all(&frame).await.map_err(|error| error.to_string())?;
+                    out.extend_from_slice(frame);
                 }
             }
-            Some(reject) = rejects.recv() => {
-                to.write_all(&reject).await.map_err(|error| error.to_string())?;
-            }
+            Some(reject) = rejects.recv() => out.extend_from_slice(&reject),
         }
-        to.flush().await.map_err(|error| error.to_string())?;
+        if !out.is_empty() {
+            to.write_all(&out)
+                .await
+                .map_err(|error| error.to_string())?;
+            to.flush().await.map_err(|error| error.to_string())?;
+            out.clear();
+        }
     }
 }
 
@@ -347,6 +366,7 @@ async fn inward(
     let mut splitter = Splitter::new(0);
     let mut deliveries = Deliveries::new(max_body);
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
     loop {
         let n = from
             .read(&mut buffer)
@@ -356,20 +376,19 @@ async fn inward(
             return Ok(());
         }
         splitter.push(&buffer[..n]);
+        // What this read completes, in one write.
         while let Some(frame) = splitter
             .next()
             .map_err(|error| format!("from the broker: {error}"))?
         {
-            match deliveries
+            let verdict = deliveries
                 .on_frame(frame)
-                .map_err(|error| format!("from the broker: {error}"))?
-            {
-                Verdict::Forward(frames) => {
-                    for frame in frames {
-                        to.write_all(&frame)
-                            .await
-                            .map_err(|error| error.to_string())?;
-                    }
+                .map_err(|error| format!("from the broker: {error}"))?;
+            match verdict {
+                Verdict::Forward => out.extend_from_slice(frame),
+                Verdict::Release(deliver) => {
+                    out.extend_from_slice(&deliver);
+                    out.extend_from_slice(frame);
                 }
                 Verdict::Hold => {}
                 Verdict::Reject {
@@ -388,6 +407,12 @@ async fn inward(
                     }
                 }
             }
+        }
+        if !out.is_empty() {
+            to.write_all(&out)
+                .await
+                .map_err(|error| error.to_string())?;
+            out.clear();
         }
     }
 }
