@@ -53,6 +53,7 @@ relay_port=$(free_port)
 
 "$MOCK" --port "$mock_port" --records 3 >"$work/mock.log" 2>&1 &
 pids+=($!)
+wait_port "$mock_port" 30 || fail "the mock upstream did not start"
 
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 relay_env=(PORT="$relay_port" HOST=127.0.0.1 SECRET_KEY="$secret"

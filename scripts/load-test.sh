@@ -34,6 +34,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 target/debug/examples/mock_upstream --port "$mock_port" --latency-ms "$LATENCY_MS" \
   >"$work/mock.log" 2>&1 &
 pids+=($!)
+wait_port "$mock_port" 30 || fail "the mock upstream did not start"
 
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 env -i PORT="$relay_port" HOST=127.0.0.1 SECRET_KEY="$secret" \

@@ -23,18 +23,6 @@ log "building the relay and the mock upstream"
 cargo build --locked --bin ctr-relay --example mock_upstream
 RELAY=target/debug/ctr-relay
 
-wait_port() { # port, seconds
-  python3 - "$1" "$2" <<'PY'
-import socket, sys, time
-port, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close(); sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit(1)
-PY
-}
 wait_log() { # file, text, seconds
   for _ in $(seq 1 $(($3 * 10))); do
     grep -q "$2" "$1" && return 0
