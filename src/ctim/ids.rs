@@ -1,5 +1,6 @@
 //! Transient ids: `transient:<type>-<uuid4>`, from a source the caller chooses
-//! (random in the service, sequential in unit tests).
+//! (random in the service, sequential in unit tests); and name-based ones,
+//! `transient:<type>-<uuid5>`, for what keeps one id everywhere (indicators).
 
 use std::fmt;
 
@@ -41,6 +42,15 @@ impl TransientId {
         Self(format!("transient:{kind}-{}", ids.next_uuid()))
     }
 
+    /// `transient:<kind>-<UUIDv5(namespace, name)>`: the same name in the same
+    /// namespace gives the same id in every request, process and relay.
+    pub fn named(kind: &str, namespace: &Uuid, name: &str) -> Self {
+        Self(format!(
+            "transient:{kind}-{}",
+            Uuid::new_v5(namespace, name.as_bytes())
+        ))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -56,11 +66,32 @@ impl fmt::Display for TransientId {
 mod tests {
     use super::*;
 
+    /// `python3 -c 'import uuid; print(uuid.uuid5(uuid.NAMESPACE_URL, "https://www.c1fapp.com/"))'`
+    const PYTHON_UUID5_C1FAPP: &str = "38123f3a-3f27-5f1b-b431-b999b4885918";
+
     #[test]
     fn ids_name_their_type_and_carry_a_uuid4() {
         let id = TransientId::new("sighting", &mut RandomIds);
         let uuid = id.as_str().strip_prefix("transient:sighting-").unwrap();
         assert_eq!(Uuid::parse_str(uuid).unwrap().get_version_num(), 4);
+    }
+
+    #[test]
+    fn named_ids_are_version_5_and_depend_on_namespace_and_name_alone() {
+        let a = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://a.example/");
+        let b = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://b.example/");
+        let id = TransientId::named("indicator", &a, "Phishtank");
+        let uuid = id.as_str().strip_prefix("transient:indicator-").unwrap();
+        assert_eq!(Uuid::parse_str(uuid).unwrap().get_version_num(), 5);
+        assert_eq!(id, TransientId::named("indicator", &a, "Phishtank"));
+        assert_ne!(id, TransientId::named("indicator", &a, "phishtank"));
+        assert_ne!(id, TransientId::named("indicator", &b, "Phishtank"));
+        // RFC 9562's algorithm, checked against Python's uuid.uuid5 for the
+        // same namespace and name.
+        assert_eq!(
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://www.c1fapp.com/").to_string(),
+            PYTHON_UUID5_C1FAPP
+        );
     }
 
     #[test]

@@ -199,6 +199,49 @@ async fn every_relationship_points_at_entities_of_the_same_response() {
 }
 
 #[tokio::test]
+async fn a_feed_keeps_one_indicator_id_across_observables_and_requests() {
+    let app = spawn_app().await;
+    let records = json!([
+        c1fapp_record(json!({"feed_label": ["A"], "reportime": ["2020-03-01"]})),
+        c1fapp_record(json!({"feed_label": ["B"], "reportime": ["2020-02-01"]})),
+    ]);
+    c1fapp_finds(&app, "192.0.2.10", records.clone(), 2).await;
+    c1fapp_finds(&app, "login.example.net", records, 1).await;
+    let indicator_ids = |data: &Value| ids(&data["indicators"], "id");
+
+    let both = app
+        .post_json(
+            ROUTE,
+            &json!([
+                observable("ip", "192.0.2.10"),
+                observable("domain", "login.example.net")
+            ]),
+        )
+        .await;
+    let ids_of_both = indicator_ids(&both["data"]);
+    assert_eq!(ids_of_both.len(), 4, "{both}");
+    assert_eq!(ids_of_both[0], ids_of_both[2], "feed A, two observables");
+    assert_eq!(ids_of_both[1], ids_of_both[3], "feed B, two observables");
+    assert_ne!(ids_of_both[0], ids_of_both[1], "two feeds");
+
+    let again = app
+        .post_json(ROUTE, &json!([observable("ip", "192.0.2.10")]))
+        .await;
+    assert_eq!(
+        indicator_ids(&again["data"]),
+        ids_of_both[..2],
+        "another request"
+    );
+    // Sightings and relationships stay per request.
+    let sighting_ids = |data: &Value| ids(&data["sightings"], "id");
+    assert!(
+        sighting_ids(&again["data"])
+            .iter()
+            .all(|id| !sighting_ids(&both["data"]).contains(id))
+    );
+}
+
+#[tokio::test]
 async fn the_nothing_found_texts_are_not_errors() {
     let app = spawn_app().await;
     for (value, text) in [

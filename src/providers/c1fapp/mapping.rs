@@ -1,8 +1,10 @@
 //! C1fApp records → CTIM. Pure: the id source is passed in, nothing reads the clock.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{Days, NaiveDate, NaiveTime};
+use uuid::Uuid;
 
 use super::records::Record;
 use super::relations::relations;
@@ -15,6 +17,12 @@ use crate::domain::{EntitiesLimit, Observable};
 use crate::providers::scope::{Allowance, Truncated};
 
 const SOURCE: &str = "C1fApp";
+
+/// The namespace of C1fApp's name-based indicator ids:
+/// UUIDv5(NAMESPACE_URL, "https://www.c1fapp.com/"). An indicator is a feed,
+/// and its id is `transient:indicator-<UUIDv5(this, feed label)>`.
+static INDICATOR_NAMESPACE: LazyLock<Uuid> =
+    LazyLock::new(|| Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://www.c1fapp.com/"));
 
 /// The most tags (a record's assessments) one indicator carries.
 pub const MAX_TAGS: usize = 64;
@@ -45,7 +53,7 @@ pub fn entities(
         let sighting = sighting(observable, record, ids);
         let new_indicator = match indicator_of_feed.contains_key(record.feed_label.as_ref()) {
             true => None,
-            false => Some(indicator(record, ids)),
+            false => Some(indicator(record)),
         };
         let indicator_id = match &new_indicator {
             Some(indicator) => indicator.id.clone(),
@@ -191,10 +199,12 @@ fn sighting(observable: &Observable, record: &Record, ids: &mut impl IdSource) -
     }
 }
 
-fn indicator(record: &Record, ids: &mut impl IdSource) -> Indicator {
+/// The feed's indicator. Its id is the feed's, the same for every observable,
+/// request and relay, so that XDR merges it rather than showing duplicates.
+fn indicator(record: &Record) -> Indicator {
     let label = clip(&record.feed_label);
     Indicator {
-        id: TransientId::new("indicator", ids),
+        id: TransientId::named("indicator", &INDICATOR_NAMESPACE, &record.feed_label),
         schema_version: SchemaVersion,
         producer: SOURCE,
         title: format!("Feed: {label}"),
@@ -219,7 +229,7 @@ fn tags(record: &Record) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctim::SequentialIds;
+    use crate::ctim::{RandomIds, SequentialIds};
     use crate::domain::ObservableType;
     use crate::providers::c1fapp::fixtures::{parse, record};
     use crate::providers::scope::Unbounded;
@@ -228,6 +238,10 @@ mod tests {
     fn limit(n: usize) -> EntitiesLimit {
         EntitiesLimit::parse(&n.to_string()).unwrap()
     }
+
+    /// `uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_URL, "https://www.c1fapp.com/"), "Phishtank")`
+    /// in Python: the documented derivation, computed elsewhere.
+    const PHISHTANK_INDICATOR: &str = "transient:indicator-fe530f1d-cba7-544d-ac7c-79f4a656ae05";
 
     fn domain() -> Observable {
         Observable::new(ObservableType::Domain, "login.example.net")
@@ -283,7 +297,7 @@ mod tests {
                 }]},
                 "indicators": {"count": 1, "docs": [{
                     "type": "indicator",
-                    "id": format!("transient:indicator-{}", id(2)),
+                    "id": PHISHTANK_INDICATOR,
                     "schema_version": "1.3.28",
                     "producer": "C1fApp",
                     "title": "Feed: Phishtank",
@@ -295,15 +309,15 @@ mod tests {
                 }]},
                 "relationships": {"count": 1, "docs": [{
                     "type": "relationship",
-                    "id": format!("transient:relationship-{}", id(3)),
+                    "id": format!("transient:relationship-{}", id(2)),
                     "schema_version": "1.3.28",
                     "relationship_type": "member-of",
                     "source_ref": format!("transient:sighting-{}", id(1)),
-                    "target_ref": format!("transient:indicator-{}", id(2))
+                    "target_ref": PHISHTANK_INDICATOR
                 }]},
                 "judgements": {"count": 1, "docs": [{
                     "type": "judgement",
-                    "id": format!("transient:judgement-{}", id(4)),
+                    "id": format!("transient:judgement-{}", id(3)),
                     "schema_version": "1.3.28",
                     "source": "C1fApp",
                     "source_uri": "http://www.phishtank.com/phish_detail.php?phish_id=1234",
@@ -324,7 +338,7 @@ mod tests {
                     "disposition": 2,
                     "disposition_name": "Malicious",
                     "observable": {"type": "domain", "value": "login.example.net"},
-                    "judgement_id": format!("transient:judgement-{}", id(4)),
+                    "judgement_id": format!("transient:judgement-{}", id(3)),
                     "valid_time": {
                         "start_time": "2020-04-12T00:00:00Z",
                         "end_time": "2020-05-12T00:00:00Z"
@@ -367,6 +381,36 @@ mod tests {
             .collect();
         assert_eq!(feeds, vec!["Newest", "Middle"]);
         assert_eq!(entities.relationships.len(), 2);
+    }
+
+    #[test]
+    fn a_feed_has_one_indicator_id_for_every_observable_and_request() {
+        let on = |feed: &str| [record(json!({"feed_label": [feed]}))];
+        let indicator_id = |observable: &Observable, feed: &str| {
+            let found = entities(
+                observable,
+                &parse(&on(feed)),
+                EntitiesLimit::DEFAULT,
+                &Unbounded,
+                &mut RandomIds,
+            )
+            .unwrap();
+            assert_eq!(
+                found.relationships.0[0].target_ref,
+                found.indicators.0[0].id
+            );
+            found.indicators.0[0].id.clone()
+        };
+        let ip = Observable::new(ObservableType::Ip, "192.0.2.10");
+        let first = indicator_id(&domain(), "Phishtank");
+        assert_eq!(first.as_str(), PHISHTANK_INDICATOR);
+        assert_eq!(
+            indicator_id(&domain(), "Phishtank"),
+            first,
+            "another request"
+        );
+        assert_eq!(indicator_id(&ip, "Phishtank"), first, "another observable");
+        assert_ne!(indicator_id(&ip, "OpenPhish"), first, "another feed");
     }
 
     #[test]
