@@ -238,11 +238,7 @@ async fn a_request_head_over_128_kib_is_refused_by_the_http_layer() {
 #[tokio::test]
 async fn unauthenticated_endpoints_need_no_token() {
     let app = spawn_app().await;
-    for (route, expected) in [
-        ("/version", json!({"version": env!("CARGO_PKG_VERSION")})),
-        ("/respond/observables", json!({"data": []})),
-        ("/respond/trigger", json!({"data": {"status": "failure"}})),
-    ] {
+    for (route, expected) in [("/version", json!({"version": env!("CARGO_PKG_VERSION")}))] {
         let response = app.http.post(app.url(route)).send().await.unwrap();
         assert_eq!(json_body(response).await, expected, "{route}");
     }

@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod hostile_upstreams;
 mod metrics;
+mod module_type;
 mod observe;
 mod process;
 mod refer;

@@ -38,27 +38,24 @@ async fn watchdog_without_the_header_fails() {
 }
 
 #[tokio::test]
-async fn respond_endpoints_offer_no_actions() {
+async fn respond_is_not_served() {
     let app = spawn_app().await;
-    let observables = app
-        .http
-        .post(app.url("/respond/observables"))
-        .json(&json!([]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_body(observables).await, json!({"data": []}));
-    let trigger = app
-        .http
-        .post(app.url("/respond/trigger"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        json_body(trigger).await,
-        json!({"data": {"status": "failure"}})
-    );
+    for route in ["/respond/observables", "/respond/trigger"] {
+        let response = app
+            .http
+            .post(app.url(route))
+            .json(&json!([]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{route}");
+        assert_json_content_type(&response);
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap(),
+            one_error("not found", "Not Found"),
+            "{route}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -6,7 +6,6 @@ mod health;
 mod metrics;
 mod observe;
 mod refer;
-mod respond;
 mod version;
 mod watchdog;
 
@@ -21,7 +20,9 @@ use crate::domain::{Observable, parse_observables};
 use crate::enrich::{Outcome, RequestError};
 
 /// Wires every endpoint. A known path with another method answers 405; an
-/// unknown path 404 (both with the JSON envelope).
+/// unknown path 404 (both with the JSON envelope). There are no
+/// `/respond/…` routes: the relay has no response action to offer, and the
+/// module type lists only what exists (`module_type.json`).
 pub fn configure(config: &mut web::ServiceConfig) {
     let resource = |path: &str, route: Route| {
         web::resource(path)
@@ -38,14 +39,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource(
             "/deliberate/observables",
             web::post().to(deliberate::deliberate),
-        ))
-        .service(resource(
-            "/respond/observables",
-            web::post().to(respond::observables),
-        ))
-        .service(resource(
-            "/respond/trigger",
-            web::post().to(respond::trigger),
         ))
         .service(resource("/version", web::post().to(version::version)))
         .service(resource("/watchdog", web::get().to(watchdog::watchdog)))
