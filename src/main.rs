@@ -232,8 +232,7 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
         let state = ProviderState::new(&settings.upstream, tls.clone(), metrics.clone());
         let providers = Providers::new(&state).map_err(|error| error.to_string())?;
         let keys = Arc::new(KeyCache::new(&settings.jwks, metrics.clone()));
-        let jwks_http = tls
-            .client(settings.upstream.timeout)
+        let jwks_http = ctr_relay::auth::jwks::client(&tls, &settings.upstream)
             .map_err(|error| error.to_string())?;
         let authenticator = Authenticator::new(&settings, keys, jwks_http);
         let metrics_server = ops::start(settings.host, args.metrics_port, metrics.clone())?;

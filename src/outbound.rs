@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::{Client, ClientBuilder};
 
-pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));
+pub use crate::domain::USER_AGENT;
 
 /// Why a client could not be built (at start-up only).
 #[derive(Debug, thiserror::Error)]

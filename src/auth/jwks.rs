@@ -22,10 +22,19 @@ use std::sync::{Mutex, PoisonError};
 use tokio::sync::watch;
 
 use super::AuthError;
-use crate::config::JwksSettings;
+use crate::config::{JwksSettings, UpstreamSettings};
 use crate::domain::JwksHost;
 use crate::metrics::Metrics;
-use crate::outbound::json_error;
+use crate::outbound::{BuildError, Tls, json_error};
+
+/// One runtime's client for key set fetches: the relay's outbound policy,
+/// bounded by the upstream timeout, with the upstream User-Agent.
+pub fn client(tls: &Tls, upstream: &UpstreamSettings) -> Result<reqwest::Client, BuildError> {
+    Ok(tls
+        .client_builder(upstream.timeout)
+        .user_agent(upstream.user_agent.as_str())
+        .build()?)
+}
 
 /// Largest key set document the relay reads.
 const MAX_JWKS_BYTES: usize = 256 * 1024;

@@ -17,7 +17,10 @@ mod parse;
 mod tests;
 
 pub use credentials::{credentials_from, optional_credentials_from};
-use parse::{parse_bool, parse_jwks_hosts, parse_seconds, parse_url, present, whole};
+pub use parse::MAX_USER_AGENT_CHARS;
+use parse::{
+    parse_bool, parse_jwks_hosts, parse_seconds, parse_url, parse_user_agent, present, whole,
+};
 
 pub const DEFAULT_C1FAPP_API_URL: &str = "https://www.c1fapp.com/cifapp/api/";
 pub const DEFAULT_JWKS_HOSTS: &str =
@@ -67,6 +70,7 @@ const VARIABLES: &[&str] = &[
     "UPSTREAM_MAX_IN_FLIGHT_PER_HOST",
     "UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL",
     "RESULT_CACHE_MAX_BYTES",
+    "UPSTREAM_USER_AGENT",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +149,10 @@ pub struct UpstreamSettings {
     /// Most calls in flight with one credential, so one tenant cannot take
     /// every place.
     pub max_in_flight_per_credential: usize,
+    /// The `User-Agent` of calls to the providers and JWKS hosts
+    /// (`ctr-relay/<version>` unless set): some upstream operators allowlist
+    /// by it.
+    pub user_agent: String,
 }
 
 /// Upstream answers kept per provider, credential and observable; off unless a
@@ -217,6 +225,7 @@ impl Default for Settings {
                 max_in_flight: 1024,
                 max_in_flight_per_host: 128,
                 max_in_flight_per_credential: 256,
+                user_agent: crate::domain::USER_AGENT.to_owned(),
             },
             limits: RequestLimits {
                 max_body_bytes: 1024 * 1024,
@@ -279,6 +288,7 @@ struct RawSettings {
     upstream_max_in_flight_per_host: Option<String>,
     upstream_max_in_flight_per_credential: Option<String>,
     result_cache_max_bytes: Option<String>,
+    upstream_user_agent: Option<String>,
 }
 
 impl Settings {
@@ -346,6 +356,10 @@ impl Settings {
         let timeout = match present("UPSTREAM_TIMEOUT_SECONDS", raw.upstream_timeout_seconds)? {
             Some(text) => parse_seconds("UPSTREAM_TIMEOUT_SECONDS", &text)?,
             None => defaults.upstream.timeout,
+        };
+        let user_agent = match present("UPSTREAM_USER_AGENT", raw.upstream_user_agent)? {
+            Some(text) => parse_user_agent(&text)?,
+            None => defaults.upstream.user_agent,
         };
         let max_response_bytes = whole(
             "MAX_UPSTREAM_RESPONSE_BYTES",
@@ -486,6 +500,7 @@ impl Settings {
                     defaults.upstream.max_in_flight_per_credential,
                     1..=MAX_IN_FLIGHT,
                 )?,
+                user_agent,
             },
             limits,
             log: LogSettings { filter, format },

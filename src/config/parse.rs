@@ -49,6 +49,29 @@ pub(super) fn whole(
     }
 }
 
+/// The most characters of `UPSTREAM_USER_AGENT`.
+pub const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// A `User-Agent` value: printable ASCII (spaces allowed, no control
+/// characters, so it cannot split or forge a header), at most
+/// [`MAX_USER_AGENT_CHARS`].
+pub(super) fn parse_user_agent(text: &str) -> Result<String, ConfigError> {
+    const VARIABLE: &str = "UPSTREAM_USER_AGENT";
+    if text.len() > MAX_USER_AGENT_CHARS {
+        return Err(ConfigError::new(
+            VARIABLE,
+            format!("is longer than {MAX_USER_AGENT_CHARS} characters"),
+        ));
+    }
+    if !text.bytes().all(|byte| (b' '..=b'~').contains(&byte)) {
+        return Err(ConfigError::new(
+            VARIABLE,
+            format!("{text:?} holds characters other than printable ASCII"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 pub(super) fn parse_bool(variable: &'static str, text: &str) -> Result<bool, ConfigError> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),

@@ -53,6 +53,10 @@ fn nothing_set_gives_the_documented_defaults() {
     assert_eq!(settings.limits.max_upstream_bytes, 32 * 1024 * 1024);
     assert_eq!(settings.limits.max_response_bytes, 16 * 1024 * 1024);
     assert_eq!(settings.limits.max_held_bytes, 64 * 1024 * 1024);
+    assert_eq!(
+        settings.upstream.user_agent,
+        format!("ctr-relay/{}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -95,6 +99,7 @@ fn every_variable_is_read() {
         ("UPSTREAM_MAX_IN_FLIGHT_PER_HOST", "8"),
         ("UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL", "16"),
         ("RESULT_CACHE_MAX_BYTES", "4096"),
+        ("UPSTREAM_USER_AGENT", "Acme SOC relay (soc@example.com)"),
     ])
     .unwrap();
     assert_eq!(settings.port, 8080);
@@ -140,6 +145,10 @@ fn every_variable_is_read() {
     assert_eq!(settings.limits.max_body_bytes, 2048);
     assert_eq!(settings.limits.max_observables, 10);
     assert_eq!(settings.limits.lookup_concurrency, 4);
+    assert_eq!(
+        settings.upstream.user_agent,
+        "Acme SOC relay (soc@example.com)"
+    );
 }
 
 #[test]
@@ -206,6 +215,19 @@ fn a_bad_value_names_its_variable() {
         error_variable(&[("RESULT_CACHE_MAX_ENTRIES", "0")]),
         "RESULT_CACHE_MAX_ENTRIES"
     );
+    for agent in [
+        "relay\r\nX-Forged: 1",
+        "relay\u{7f}",
+        "relé/1.0",
+        &"a".repeat(257),
+    ] {
+        assert_eq!(
+            error_variable(&[("UPSTREAM_USER_AGENT", agent)]),
+            "UPSTREAM_USER_AGENT",
+            "{agent:?}"
+        );
+    }
+    assert!(settings(&[("UPSTREAM_USER_AGENT", &"a".repeat(256))]).is_ok());
 }
 
 #[test]

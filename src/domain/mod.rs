@@ -17,3 +17,7 @@ pub use observable::{
 };
 pub use provider::ProviderName;
 pub use secret::Secret;
+
+/// How the relay introduces itself upstream unless `UPSTREAM_USER_AGENT` says
+/// otherwise: `ctr-relay/<version>`.
+pub const USER_AGENT: &str = concat!("ctr-relay/", env!("CARGO_PKG_VERSION"));

@@ -69,7 +69,7 @@ impl Worker {
             authenticator: Authenticator::new(
                 &state.settings,
                 state.keys.clone(),
-                state.tls.client(state.settings.upstream.timeout)?,
+                crate::auth::jwks::client(&state.tls, &state.settings.upstream)?,
             ),
         })
     }

@@ -387,3 +387,41 @@ async fn rs256_protects_every_endpoint() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_configured_user_agent_reaches_every_upstream() {
+    const AGENT: &str = "Acme SOC relay (soc@example.com)";
+    let app = spawn_app_with(|settings| settings.upstream.user_agent = AGENT.to_owned()).await;
+    jwks_serves(&app, vec![jwk("relay-test-key")], 1).await;
+    c1fapp_finds(&app, "192.0.2.10", json!([]), 1).await;
+    crate::helpers::cyberscan_issues_tokens(&app, 1).await;
+    crate::helpers::cyberscan_answers(
+        &app,
+        "/vulnerabilities/ip/192.0.2.10",
+        json!({"vulnerabilities": []}),
+        1,
+    )
+    .await;
+    let token = with_claims(
+        &app,
+        json!({"api_key": crate::helpers::CYBERSCAN_KEY, "host": app.cyberscan.uri()}),
+    );
+    assert_eq!(observe(&app, &token).await, json!({"data": {}}));
+
+    for (upstream, server) in [
+        ("JWKS", &app.jwks),
+        ("C1fApp", &app.c1fapp),
+        ("CyberScan", &app.cyberscan),
+    ] {
+        let requests = server.received_requests().await.unwrap();
+        assert!(!requests.is_empty(), "{upstream} was called");
+        for request in requests {
+            assert_eq!(
+                request.headers.get("user-agent").unwrap(),
+                AGENT,
+                "{upstream} {}",
+                request.url
+            );
+        }
+    }
+}

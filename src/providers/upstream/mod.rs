@@ -42,10 +42,11 @@ pub const MIN_MASKED_CHARS: usize = 8;
 const RATE_LIMITED_BODY_BYTES: usize = 4096;
 
 /// A builder for one runtime's client to an upstream: the relay's outbound
-/// policy (TLS, no redirects, the call timeout) with pooled connections kept
-/// a minute.
+/// policy (TLS, no redirects, the call timeout) and User-Agent, with pooled
+/// connections kept a minute.
 pub fn client_builder(tls: &Tls, settings: &UpstreamSettings) -> reqwest::ClientBuilder {
     tls.client_builder(settings.timeout)
+        .user_agent(settings.user_agent.as_str())
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
 }
