@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End to end against the real Threat Bus (from PyPI, in a venv under target/):
 # Threat Bus with its ZeroMQ app plugin, the mock upstream, and
-# `ctr-relay threatbus`. A second app (scripts/threatbus_e2e.py) injects a
-# STIX 2.1 indicator and must receive a valid STIX 2.1 sighting of it. Then
+# `ctr-relay threatbus` subscribed to two topics at once. A second app
+# (scripts/threatbus_e2e.py) injects a STIX 2.1 indicator and must receive a
+# valid STIX 2.1 sighting of it; the relay's own sighting comes back to it on
+# its second topic and is skipped. Then
 # Threat Bus is restarted, and the relay must subscribe again and answer the
 # next indicator; on SIGTERM it unsubscribes and exits 0. 127.0.0.1 only.
 set -euo pipefail
@@ -55,10 +57,13 @@ target/debug/examples/mock_upstream --port "$mock_port" >"$work/mock.log" 2>&1 &
 pids+=($!)
 wait_port "$mock_port" 30 || fail "the mock upstream did not start"
 
-log "starting ctr-relay threatbus"
+# Two topics in one subscription: indicators, and sightings (its own come
+# back to it, and are counted as skipped).
+log "starting ctr-relay threatbus (topics stix2/indicator and stix2/sighting)"
 env -i PATH="$PATH" C1FAPP_KEY=mock-key C1FAPP_API_URL="http://127.0.0.1:$mock_port/cifapp/api/" \
   HOST=127.0.0.1 RUST_LOG=info \
   "$RELAY" threatbus --manage "tcp://127.0.0.1:$manage" --metrics-port "$metrics_port" \
+  --topic stix2/indicator --topic stix2/sighting \
   >"$work/relay.log" 2>&1 &
 relay_pid=$!
 pids+=("$relay_pid")
@@ -67,6 +72,14 @@ wait_log "$work/relay.log" "subscribed to Threat Bus" 30 || { cat "$work/relay.l
 log "injecting an indicator; waiting for its sighting"
 "$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 192.0.2.10 \
   || { tail -20 "$work/relay.log"; tail -20 "$work/threatbus.log"; fail "no valid sighting"; }
+
+both="Received subscription for topic ['stix2/indicator', 'stix2/sighting']"
+[ "$(grep -cF "$both" "$work/threatbus.log")" = 1 ] \
+  || { grep -i subscription "$work/threatbus.log"; fail "not one subscription to both topics"; }
+metric() { curl -fsS "http://127.0.0.1:$metrics_port/metrics" | sed -n "s/^ctr_relay_threatbus_events_total{event=\"$1\"} //p"; }
+for _ in $(seq 1 50); do [ "$(metric skipped)" -ge 1 ] 2>/dev/null && break; sleep 0.1; done
+[ "$(metric skipped)" -ge 1 ] 2>/dev/null || fail "its own sighting did not come back on stix2/sighting"
+log "ok: one subscription to both topics; received $(metric received) messages, skipped $(metric skipped) (its own sightings)"
 
 log "restarting Threat Bus"
 kill -INT "$tb_pid"

@@ -93,6 +93,15 @@ pub struct ThreatbusArgs {
         default_value = "tcp://127.0.0.1:13370"
     )]
     pub manage: String,
+    /// A Threat Bus topic to subscribe to (stix2/<type>); repeat it, or
+    /// separate topics by commas, for several in one subscription.
+    #[arg(
+        long = "topic",
+        env = "THREATBUS_TOPICS",
+        value_delimiter = ',',
+        default_value = "stix2/indicator"
+    )]
+    pub topics: Vec<String>,
     /// Ask Threat Bus to replay this many days of indicators at subscription.
     #[arg(long, env = "THREATBUS_SNAPSHOT_DAYS", default_value_t = 0)]
     pub snapshot: u32,

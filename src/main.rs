@@ -125,6 +125,10 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
         Ok(credentials) => credentials,
         Err(error) => return fail(error.to_string()),
     };
+    let topics = match threatbus::topics(&args.topics) {
+        Ok(topics) => topics,
+        Err(error) => return fail(format!("THREATBUS_TOPICS / --topic: {error}")),
+    };
     let manage = match threatbus::bus::ManageEndpoint::parse(&args.manage) {
         Ok(manage) => manage,
         Err(error) => return fail(format!("THREATBUS_MANAGE / --manage: {error}")),
@@ -139,6 +143,7 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
         let metrics_server = ops::start(settings.host, args.metrics_port, metrics.clone())?;
         let run_settings = threatbus::ThreatBusSettings {
             manage,
+            topics,
             snapshot_days: args.snapshot,
             heartbeat: Duration::from_secs(5),
             report_every: Duration::from_secs(60),

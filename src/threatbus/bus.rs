@@ -145,16 +145,22 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// Subscribes to `topic` (with a snapshot of `snapshot_days`), then
+    /// Subscribes to `topics` in one request (a list when there are several,
+    /// as Threat Bus accepts since its PR #120; the plain string of older
+    /// releases for one), with a snapshot of `snapshot_days`, then
     /// connects the SUB socket to the p2p topic and the PUB socket. Waits a
     /// moment after connecting the PUB socket: Threat Bus's subscription must
     /// reach it before a message sent is forwarded.
     pub async fn open(
         endpoint: &ManageEndpoint,
-        topic: &str,
+        topics: &[String],
         snapshot_days: u32,
         oversized: OnOversized,
     ) -> Result<(Self, Inbox), BusError> {
+        let topic = match topics {
+            [one] => json!(one),
+            several => json!(several),
+        };
         let reply = manage(
             endpoint,
             &json!({"action": "subscribe", "topic": topic, "snapshot": snapshot_days}),

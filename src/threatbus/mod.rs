@@ -32,8 +32,35 @@ use bus::{Inbox, ManageEndpoint, Subscription};
 use guard::OnOversized;
 use stix::{Indicator, Message, StixSighting};
 
-/// The topic subscribed to.
+/// The topic subscribed to unless others are named.
 pub const INDICATOR_TOPIC: &str = "stix2/indicator";
+/// The longest topic accepted.
+const MAX_TOPIC_CHARS: usize = 256;
+
+/// The topics to subscribe to, checked: each a STIX topic (`stix2/…`, since
+/// the relay reads STIX alone) without spaces (a space ends the topic of a
+/// frame) or control characters, at most [`MAX_TOPIC_CHARS`]; repeats
+/// dropped, order kept; at least one.
+pub fn topics(named: &[String]) -> Result<Vec<String>, String> {
+    let mut topics: Vec<String> = Vec::new();
+    for topic in named.iter().map(|topic| topic.trim()) {
+        if !topic.starts_with("stix2/") || topic.len() == "stix2/".len() {
+            return Err(format!("{topic:?} is not a STIX topic (stix2/<type>)"));
+        }
+        if topic.len() > MAX_TOPIC_CHARS || !topic.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{topic:?} holds a space or a control character, or is longer than {MAX_TOPIC_CHARS} characters"
+            ));
+        }
+        if !topics.iter().any(|known| known == topic) {
+            topics.push(topic.to_owned());
+        }
+    }
+    if topics.is_empty() {
+        return Err("no topic".to_owned());
+    }
+    Ok(topics)
+}
 
 /// Objects this relay published, remembered to ignore them if they come back.
 const OWN_IDS_REMEMBERED: usize = 10_000;
@@ -47,6 +74,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct ThreatBusSettings {
     pub manage: ManageEndpoint,
+    /// The Threat Bus topics of one subscription (checked by [`topics`]).
+    pub topics: Vec<String>,
     /// Days of indicators Threat Bus should replay at subscription (0: none).
     pub snapshot_days: u32,
     pub heartbeat: Duration,
@@ -328,7 +357,7 @@ async fn connect(
         }
         let attempt = Subscription::open(
             &settings.manage,
-            INDICATOR_TOPIC,
+            &settings.topics,
             settings.snapshot_days,
             oversized.clone(),
         );
@@ -338,7 +367,7 @@ async fn connect(
         };
         match result {
             Ok(opened) => {
-                tracing::info!(manage = %settings.manage, topic = %opened.0.topic, "subscribed to Threat Bus");
+                tracing::info!(manage = %settings.manage, topics = %settings.topics.join(","), p2p_topic = %opened.0.topic, "subscribed to Threat Bus");
                 return Some(opened);
             }
             Err(error) => {
@@ -473,6 +502,32 @@ fn log_counts(counts: &Counts, previous: CountsSnapshot) -> CountsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_are_stix_topics_once_each_in_order() {
+        let named = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            topics(&named(&[
+                " stix2/indicator",
+                "stix2/sighting",
+                "stix2/indicator"
+            ]))
+            .unwrap(),
+            named(&["stix2/indicator", "stix2/sighting"])
+        );
+        for bad in [
+            &[][..],
+            &["zeek/intel"],
+            &["stix2/"],
+            &["stix2/indicator extra"],
+            &["stix2/a\u{1}"],
+            &["stix2/indicator", ""],
+        ] {
+            assert!(topics(&named(bad)).is_err(), "{bad:?}");
+        }
+        assert!(topics(&named(&[&format!("stix2/{}", "a".repeat(251))])).is_err());
+        assert!(topics(&named(&[&format!("stix2/{}", "a".repeat(250))])).is_ok());
+    }
 
     #[test]
     fn own_ids_are_remembered_up_to_a_bound() {

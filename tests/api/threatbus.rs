@@ -232,6 +232,7 @@ async fn start_relay_with(
     let providers = Providers::new(&state).unwrap();
     let settings = ThreatBusSettings {
         manage: ManageEndpoint::parse(manage).unwrap(),
+        topics: vec![ctr_relay::threatbus::INDICATOR_TOPIC.to_owned()],
         snapshot_days: 0,
         heartbeat: Duration::from_millis(200),
         report_every: Duration::from_secs(1),
@@ -406,6 +407,31 @@ async fn a_failing_provider_is_counted_and_the_loop_goes_on() {
         .await;
     assert_eq!(sighting["sighting_of_ref"], SECOND);
     relay.shut_down().await;
+}
+
+#[tokio::test]
+async fn several_topics_are_one_subscription_with_one_heartbeat() {
+    let c1fapp = MockServer::start().await;
+    let mut bus = FakeBus::start(None, "abcdefghijklmnopqrstuvwxyzabcdef").await;
+    let topics = ["stix2/indicator", "stix2/sighting"].map(str::to_owned);
+    let relay = start_relay_with(&bus.manage(), &c1fapp, |settings| {
+        settings.topics = topics.to_vec();
+    })
+    .await;
+    assert_eq!(
+        bus.request("subscribe").await,
+        json!({"action": "subscribe", "topic": topics, "snapshot": 0})
+    );
+    // Then heartbeats of the one point-to-point topic, and no other subscription.
+    for _ in 0..3 {
+        let next = bus.requests.recv().await.unwrap();
+        assert_eq!(
+            next,
+            json!({"action": "heartbeat", "topic": "abcdefghijklmnopqrstuvwxyzabcdef"})
+        );
+    }
+    relay.shut_down().await;
+    assert_eq!(bus.request("unsubscribe").await["topic"], bus.topic);
 }
 
 #[tokio::test]
