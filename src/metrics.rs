@@ -28,6 +28,7 @@ pub struct Metrics {
     threatbus_events: IntCounterVec,
     backbone_events: IntCounterVec,
     backbone_in_flight: IntGauge,
+    auth_failures: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,6 +120,15 @@ impl Metrics {
             "backbone_in_flight",
             "Backbone mode: requests being answered now",
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "auth_failures_total",
+                "Requests refused for their token, by reason (they are answered HTTP 200 \
+                 with an authorization error, so status codes do not show them)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(backbone_events.clone()))?;
         registry.register(Box::new(backbone_in_flight.clone()))?;
         registry.register(Box::new(threatbus_events.clone()))?;
@@ -147,7 +157,13 @@ impl Metrics {
             threatbus_events,
             backbone_events,
             backbone_in_flight,
+            auth_failures,
         })
+    }
+
+    /// A token refused, and why (a fixed label).
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
     }
 
     pub fn request(&self, route: &str, status: u16, elapsed: Duration) {

@@ -30,6 +30,10 @@ pub enum AuthError {
     HeaderTooLarge { limit: usize },
     #[error("the signature does not verify with the relay's key")]
     WrongKey,
+    #[error("the HS256 signature does not verify with SECRET_KEY")]
+    WrongSecret,
+    #[error("an HS256 token, and the relay has no SECRET_KEY")]
+    NoSecretKey,
     #[error("the audience does not name this relay")]
     WrongAudience,
     #[error("RS256 token without jwks_host")]
@@ -44,6 +48,60 @@ pub enum AuthError {
     NotYetValid,
     #[error("the payload carries no complete provider credentials")]
     WrongPayload,
+}
+
+impl AuthError {
+    /// A fixed, short name of the reason, for a metric label and a log field.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingHeader => "missing_header",
+            AuthError::WrongType => "wrong_type",
+            AuthError::WrongStructure => "wrong_structure",
+            AuthError::HeaderTooLarge { .. } => "header_too_large",
+            AuthError::WrongKey => "wrong_key",
+            AuthError::WrongSecret => "wrong_secret",
+            AuthError::NoSecretKey => "no_secret_key",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::MissingJwksHost => "missing_jwks_host",
+            AuthError::WrongJwksHost => "wrong_jwks_host",
+            AuthError::KidNotFound => "kid_not_found",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::WrongPayload => "wrong_payload",
+        }
+    }
+}
+
+/// Who a verified token says issued it and for whom: its `iss` and `aud`
+/// claims, for the request log (never the token itself). Each is clipped to
+/// [`Identity::MAX_CHARS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl Identity {
+    pub const MAX_CHARS: usize = 256;
+
+    fn of(claims: &jwt::Claims) -> Self {
+        let clip = |text: &str| text.chars().take(Self::MAX_CHARS).collect::<String>();
+        let audience = match claims.get("aud") {
+            Some(Value::String(aud)) => Some(clip(aud)),
+            Some(Value::Array(auds)) => Some(clip(
+                &auds
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )),
+            _ => None,
+        };
+        Self {
+            issuer: claims.get("iss").and_then(Value::as_str).map(clip),
+            audience,
+        }
+    }
 }
 
 /// The credentials a verified token carries. A provider is used when all of
@@ -113,9 +171,9 @@ impl Authenticator {
         &self,
         authorization: Option<&str>,
         origin: impl FnOnce() -> String,
-    ) -> Result<Credentials, AuthError> {
+    ) -> Result<(Credentials, Identity), AuthError> {
         let token = jwt::bearer_token(authorization)?;
-        self.verify(token, origin).await
+        self.verify_identified(token, origin).await
     }
 
     /// The credentials a bare token carries (a Communications Backbone
@@ -126,6 +184,15 @@ impl Authenticator {
         token: &str,
         origin: impl FnOnce() -> String,
     ) -> Result<Credentials, AuthError> {
+        Ok(self.verify_identified(token, origin).await?.0)
+    }
+
+    /// [`Self::verify`], with who the token names as issuer and audience.
+    pub async fn verify_identified(
+        &self,
+        token: &str,
+        origin: impl FnOnce() -> String,
+    ) -> Result<(Credentials, Identity), AuthError> {
         if token.len() > jwt::MAX_HEADER_BYTES {
             return Err(AuthError::HeaderTooLarge {
                 limit: jwt::MAX_HEADER_BYTES,
@@ -134,12 +201,15 @@ impl Authenticator {
         let header = jwt::unverified_header(token)?;
         let claims = match header.alg.as_str() {
             "HS256" => {
-                let key = self.secret_key.as_ref().ok_or(AuthError::WrongKey)?;
+                let key = self.secret_key.as_ref().ok_or(AuthError::NoSecretKey)?;
                 let checks = jwt::Checks {
                     algorithm: Algorithm::HS256,
                     audience: None,
                 };
-                jwt::verify(token, key, &checks)?
+                jwt::verify(token, key, &checks).map_err(|error| match error {
+                    AuthError::WrongKey => AuthError::WrongSecret,
+                    other => other,
+                })?
             }
             "RS256" => {
                 let key = self.rs256_key(token, header.kid.as_deref()).await?;
@@ -156,7 +226,7 @@ impl Authenticator {
             // `none`, and every algorithm the relay has no key of its own for.
             _ => return Err(AuthError::WrongKey),
         };
-        credentials(&claims)
+        Ok((credentials(&claims)?, Identity::of(&claims)))
     }
 
     /// The public key an RS256 token names: its (unverified) `jwks_host` must be

@@ -91,6 +91,7 @@ pub(super) async fn handle(
                 Some(token) => match shared.authenticator.verify(token, String::new).await {
                     Ok(credentials) => credentials,
                     Err(error) => {
+                        shared.metrics.auth_failure(error.reason());
                         let error = RequestError::Auth(error).to_ctim();
                         return refuse(
                             shared,

@@ -71,6 +71,7 @@ const VARIABLES: &[&str] = &[
     "UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL",
     "RESULT_CACHE_MAX_BYTES",
     "UPSTREAM_USER_AGENT",
+    "METRICS_PORT",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +196,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// HTTP worker threads; `None`: one per CPU.
     pub workers: Option<usize>,
+    /// When set, `/metrics` is served on this port (on `host`) and no longer
+    /// on the API's port.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for Settings {
@@ -242,6 +246,7 @@ impl Default for Settings {
             },
             shutdown_grace: Duration::from_secs(30),
             workers: None,
+            metrics_port: None,
         }
     }
 }
@@ -289,6 +294,7 @@ struct RawSettings {
     upstream_max_in_flight_per_credential: Option<String>,
     result_cache_max_bytes: Option<String>,
     upstream_user_agent: Option<String>,
+    metrics_port: Option<String>,
 }
 
 impl Settings {
@@ -332,6 +338,18 @@ impl Settings {
                 ConfigError::new("PORT", format!("{text:?} is not a port number (0-65535)"))
             })?,
             None => defaults.port,
+        };
+        let metrics_port = match present("METRICS_PORT", raw.metrics_port)? {
+            Some(text) => match text.parse::<u16>() {
+                Ok(metrics_port) if metrics_port != 0 && metrics_port != port => Some(metrics_port),
+                _ => {
+                    return Err(ConfigError::new(
+                        "METRICS_PORT",
+                        format!("{text:?} is not a port number (1-65535) other than PORT"),
+                    ));
+                }
+            },
+            None => None,
         };
         let secret_key = present("SECRET_KEY", raw.secret_key)?.map(Secret::new);
         let jwks_hosts = match present("JWKS_HOSTS", raw.jwks_hosts)? {
@@ -509,6 +527,7 @@ impl Settings {
                 Some(text) => Some(whole("WORKERS", Some(text), 1, 1..=MAX_WORKERS)?),
                 None => None,
             },
+            metrics_port,
         })
     }
 }

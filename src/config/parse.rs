@@ -114,7 +114,11 @@ pub(super) fn parse_seconds(variable: &'static str, text: &str) -> Result<Durati
         })
 }
 
+/// `none` (any case): no host, and RS256 tokens are refused.
 pub(super) fn parse_jwks_hosts(text: &str) -> Result<Vec<JwksHost>, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
     let hosts = text
         .split(',')
         .filter(|entry| !entry.trim().is_empty())

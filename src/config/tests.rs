@@ -60,6 +60,19 @@ fn nothing_set_gives_the_documented_defaults() {
 }
 
 #[test]
+fn jwks_hosts_none_turns_rs256_off() {
+    for none in ["none", "NONE", " None "] {
+        assert!(
+            settings(&[("JWKS_HOSTS", none)])
+                .unwrap()
+                .jwks
+                .hosts
+                .is_empty()
+        );
+    }
+}
+
+#[test]
 fn a_zero_ttl_keeps_the_result_cache_off() {
     let settings = settings(&[("RESULT_CACHE_TTL_SECONDS", "0")]).unwrap();
     assert_eq!(settings.upstream.cache.ttl, None);
@@ -100,6 +113,7 @@ fn every_variable_is_read() {
         ("UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL", "16"),
         ("RESULT_CACHE_MAX_BYTES", "4096"),
         ("UPSTREAM_USER_AGENT", "Acme SOC relay (soc@example.com)"),
+        ("METRICS_PORT", "9091"),
     ])
     .unwrap();
     assert_eq!(settings.port, 8080);
@@ -149,6 +163,7 @@ fn every_variable_is_read() {
         settings.upstream.user_agent,
         "Acme SOC relay (soc@example.com)"
     );
+    assert_eq!(settings.metrics_port, Some(9091));
 }
 
 #[test]
@@ -228,6 +243,13 @@ fn a_bad_value_names_its_variable() {
         );
     }
     assert!(settings(&[("UPSTREAM_USER_AGENT", &"a".repeat(256))]).is_ok());
+    for port in ["0", "9090", "65536", "metrics"] {
+        assert_eq!(
+            error_variable(&[("METRICS_PORT", port)]),
+            "METRICS_PORT",
+            "{port}"
+        );
+    }
 }
 
 #[test]

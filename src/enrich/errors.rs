@@ -78,6 +78,14 @@ pub fn auth_error(error: &AuthError) -> CtimError {
             "Failed to decode JWT with provided key. Make sure domain in custom_jwks_host \
              corresponds to your SecureX instance region."
         }
+        AuthError::WrongSecret => {
+            "Failed to decode JWT with the relay's SECRET_KEY. Make sure the token was signed \
+             with the SECRET_KEY this relay runs with (ctr-relay jwt signs with it)."
+        }
+        AuthError::NoSecretKey => {
+            "HS256 tokens are not accepted: this relay has no SECRET_KEY. Set SECRET_KEY and \
+             sign the token with it, or use a token issued by XDR (RS256)."
+        }
         AuthError::WrongAudience => "Wrong configuration-token-audience",
         AuthError::MissingJwksHost => {
             "jwks_host is missing in JWT payload. Make sure custom_jwks_host field is present \

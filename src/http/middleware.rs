@@ -6,16 +6,21 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, web};
+use actix_web::{Error, HttpMessage, web};
 use tracing::Instrument;
 
+use super::extract::TokenLog;
 use super::state::AppState;
+
+/// The most characters of an `X-Forwarded-For` header that are logged.
+const MAX_FORWARDED_CHARS: usize = 256;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Gives every request an id (returned as `X-Request-Id`), runs it inside a span
 /// carrying that id, logs one line when it is answered (method, route, status,
-/// latency) and counts it in the metrics. A request dropped before it is
+/// latency, the caller's address, and the token's issuer and audience — or
+/// why it was refused) and counts it in the metrics. A request dropped before it is
 /// answered (its caller closed the connection) is logged and counted too, as
 /// `"request cancelled"` with status 499. Headers and bodies are never logged.
 pub async fn log_request(
@@ -23,7 +28,24 @@ pub async fn log_request(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("request", request_id = %request_id);
+    // The peer's address (a proxy's, behind one), and what the proxy says
+    // about the caller: the header is the caller's to write, so it is logged
+    // as said, clipped, never trusted.
+    let client = request
+        .peer_addr()
+        .map(|address| address.ip().to_string())
+        .unwrap_or_default();
+    let forwarded_for = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .map(|text| text.chars().take(MAX_FORWARDED_CHARS).collect::<String>());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        client = %client,
+        forwarded_for = forwarded_for.as_deref()
+    );
     let mut pending = Pending {
         started: Instant::now(),
         method: request.method().to_string(),
@@ -48,9 +70,28 @@ pub async fn log_request(
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
+    let token = response.request().extensions().get::<TokenLog>().cloned();
+    let (iss, aud, auth_failure): (Option<&str>, Option<&str>, Option<&str>) = match &token {
+        Some(TokenLog::Accepted(identity)) => (
+            identity.issuer.as_deref(),
+            identity.audience.as_deref(),
+            None,
+        ),
+        Some(TokenLog::Refused(reason)) => (None, None, Some(reason)),
+        None => (None, None, None),
+    };
     let (method, route) = (&pending.method, &pending.route);
     span.in_scope(|| {
-        tracing::info!(method, route, status, latency_ms, "request");
+        tracing::info!(
+            method,
+            route,
+            status,
+            latency_ms,
+            iss,
+            aud,
+            auth_failure,
+            "request"
+        );
     });
     Ok(response)
 }

@@ -27,6 +27,8 @@ pub enum StartupError {
     Clients(#[from] BuildError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    MetricsPort(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -34,6 +36,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `/metrics` server of `METRICS_PORT`, when set.
+    metrics_server: Option<actix_web::dev::ServerHandle>,
 }
 
 impl Application {
@@ -48,8 +52,13 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
 
+        log_token_policy(&settings);
         let (shutdown_grace, workers) = (settings.shutdown_grace, settings.workers);
         let metrics = Arc::new(Metrics::new()?);
+        let metrics_on_api_port = settings.metrics_port.is_none();
+        let metrics_server =
+            crate::ops::start(settings.host, settings.metrics_port, metrics.clone())
+                .map_err(StartupError::MetricsPort)?;
         let state = web::Data::new(AppState::new(settings, metrics)?);
         // One worker's clients, built and dropped now: what cannot be built
         // stops the relay at start-up rather than in a worker.
@@ -65,7 +74,7 @@ impl Application {
                     let worker = Worker::new(&shared);
                     async move { worker }
                 })
-                .configure(routes::configure)
+                .configure(|config| routes::configure(config, metrics_on_api_port))
         })
         // Signals are the caller's to handle (see `run_until`): actix would stop
         // abruptly on SIGINT, and tests must not react to the test runner's.
@@ -78,7 +87,11 @@ impl Application {
             server = server.workers(workers);
         }
         let server = server.listen(listener)?.run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            metrics_server,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -97,6 +110,48 @@ impl Application {
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         let stopping = handle.stop(true);
         let (result, ()) = tokio::join!(server, stopping);
+        if let Some(metrics_server) = self.metrics_server {
+            metrics_server.stop(false).await;
+        }
         result
+    }
+}
+
+/// One line at start-up on which tokens the relay can accept, and, when it
+/// can accept none, how to fix that.
+fn log_token_policy(settings: &Settings) {
+    let hosts = settings
+        .jwks
+        .hosts
+        .iter()
+        .map(|host| host.authority().to_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let audience = settings
+        .relay_audience
+        .as_deref()
+        .unwrap_or("the request's own scheme://host (set RELAY_AUDIENCE in production)");
+    match (settings.secret_key.is_some(), hosts.is_empty()) {
+        (false, true) => tracing::warn!(
+            "no token can be accepted: SECRET_KEY is unset (HS256 tokens are refused) and \
+             JWKS_HOSTS is none (RS256 tokens are refused); set SECRET_KEY (`ctr-relay jwt` \
+             prints a new one) or JWKS_HOSTS to your XDR region's visibility host"
+        ),
+        (false, false) => tracing::info!(
+            jwks_hosts = %hosts,
+            audience,
+            "tokens accepted: RS256 issued by XDR through JWKS_HOSTS; HS256 tokens are refused \
+             (SECRET_KEY is unset)"
+        ),
+        (true, true) => tracing::info!(
+            "tokens accepted: HS256 signed with SECRET_KEY; RS256 tokens are refused \
+             (JWKS_HOSTS is none)"
+        ),
+        (true, false) => tracing::info!(
+            jwks_hosts = %hosts,
+            audience,
+            "tokens accepted: HS256 signed with SECRET_KEY, and RS256 issued by XDR through \
+             JWKS_HOSTS"
+        ),
     }
 }

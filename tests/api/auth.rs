@@ -16,6 +16,11 @@ const PROTECTED: [&str; 4] = [
 
 const WRONG_KEY: &str = "Failed to decode JWT with provided key. \
      Make sure domain in custom_jwks_host corresponds to your SecureX instance region.";
+/// HS256 tokens get messages about the shared secret, not the XDR region hint.
+pub const WRONG_SECRET: &str = "Failed to decode JWT with the relay's SECRET_KEY. Make sure \
+     the token was signed with the SECRET_KEY this relay runs with (ctr-relay jwt signs with it).";
+pub const NO_SECRET_KEY: &str = "HS256 tokens are not accepted: this relay has no SECRET_KEY. \
+     Set SECRET_KEY and sign the token with it, or use a token issued by XDR (RS256).";
 
 fn body() -> Value {
     json!([observable("ip", "192.0.2.10")])
@@ -69,7 +74,7 @@ async fn a_bearer_value_that_is_not_a_jwt_is_refused() {
 #[tokio::test]
 async fn a_token_signed_with_another_key_is_refused() {
     let token = hs256_token(&json!({"key": C1FAPP_KEY}), "some other key");
-    assert_refused(Some(format!("Bearer {token}")), WRONG_KEY).await;
+    assert_refused(Some(format!("Bearer {token}")), WRONG_SECRET).await;
 }
 
 #[tokio::test]
@@ -81,7 +86,7 @@ async fn a_token_with_a_tampered_payload_is_refused() {
         &json!({"key": "attacker-key"}),
         signature,
     );
-    assert_refused(Some(format!("Bearer {forged}")), WRONG_KEY).await;
+    assert_refused(Some(format!("Bearer {forged}")), WRONG_SECRET).await;
 }
 
 #[tokio::test]
@@ -134,7 +139,7 @@ async fn hs256_is_refused_when_no_secret_key_is_configured() {
         response,
         one_error(
             "authorization error",
-            &format!("Authorization failed: {WRONG_KEY}")
+            &format!("Authorization failed: {NO_SECRET_KEY}")
         )
     );
 }

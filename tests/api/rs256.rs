@@ -291,9 +291,13 @@ async fn an_hs256_token_signed_with_the_public_key_is_refused() {
         jwks_serves(&app, vec![jwk("relay-test-key")], 0).await;
         c1fapp_never_called(&app).await;
         let confused = hs256_token(&claims(&app), &rsa_public_pem("relay-test-key"));
+        let expected = match secret_key {
+            Some(_) => crate::auth::WRONG_SECRET,
+            None => crate::auth::NO_SECRET_KEY,
+        };
         assert_eq!(
             observe(&app, &confused).await,
-            refused(WRONG_KEY),
+            refused(expected),
             "SECRET_KEY {secret_key:?}"
         );
     }

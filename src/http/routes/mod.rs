@@ -23,7 +23,9 @@ use crate::enrich::{Outcome, RequestError};
 /// unknown path 404 (both with the JSON envelope). There are no
 /// `/respond/…` routes: the relay has no response action to offer, and the
 /// module type lists only what exists (`module_type.json`).
-pub fn configure(config: &mut web::ServiceConfig) {
+/// `/metrics` is served here unless it has a port of its own
+/// (`metrics_here` false: `METRICS_PORT`).
+pub fn configure(config: &mut web::ServiceConfig, metrics_here: bool) {
     let resource = |path: &str, route: Route| {
         web::resource(path)
             .route(route)
@@ -41,9 +43,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::post().to(deliberate::deliberate),
         ))
         .service(resource("/version", web::post().to(version::version)))
-        .service(resource("/watchdog", web::get().to(watchdog::watchdog)))
-        .service(resource("/metrics", web::get().to(metrics::metrics)))
-        .default_service(web::to(not_found));
+        .service(resource("/watchdog", web::get().to(watchdog::watchdog)));
+    if metrics_here {
+        config.service(resource("/metrics", web::get().to(metrics::metrics)));
+    }
+    config.default_service(web::to(not_found));
 }
 
 async fn not_found() -> Result<HttpResponse, RequestError> {
