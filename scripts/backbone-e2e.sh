@@ -19,9 +19,10 @@ source scripts/lib.sh
 source scripts/rabbitmq.sh
 
 relay=$(relay_binary)
+# The mock and the driver are light: debug builds (they reuse what the
+# test build compiled), beside the release relay under test.
 log "building the mock upstream and the driver"
-cargo build --release --locked --example mock_upstream
-cargo build --locked --example backbone_e2e
+cargo build --locked --example mock_upstream --example backbone_e2e
 
 log "starting a private RabbitMQ node"
 rabbitmq_setup
@@ -36,7 +37,7 @@ rabbitmq_ctl set_policy -p / dead-letters '^ctr-relay-inbox$' \
 mkdir -p "$work/logs"
 log "scenarios ($relay)"
 target/debug/examples/backbone_e2e \
-  --relay "$relay" --mock target/release/examples/mock_upstream --work-dir "$work/logs" \
+  --relay "$relay" --mock target/debug/examples/mock_upstream --work-dir "$work/logs" \
   --amqp-url "$amqp_url" --amqps-url "$amqps_url" --tls-ca-file "$rmq/ca.pem" \
   --broker-stop "$rmq/stop" --broker-start "$rmq/start" \
   --requests "${BACKBONE_E2E_REQUESTS:-1000}" ${BACKBONE_E2E_UNTIL:+--until "$BACKBONE_E2E_UNTIL"} || {

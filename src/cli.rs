@@ -234,13 +234,7 @@ pub fn random_secret_key() -> Secret {
 
 /// Signs the credentials of `args` with `secret_key`, or with a new key.
 pub fn mint(args: &JwtArgs, secret_key: Option<Secret>) -> Result<Minted, String> {
-    if args.c1fapp_key.is_none() && args.cyberscan_api_key.is_none() {
-        return Err(
-            "give the credentials of at least one provider: --c1fapp-key, or \
-             --cyberscan-api-key with --cyberscan-host"
-                .to_owned(),
-        );
-    }
+    check(args)?;
     let (secret, new_secret_key) = match secret_key {
         Some(secret) => (secret, None),
         None => {
@@ -267,6 +261,42 @@ pub fn mint(args: &JwtArgs, secret_key: Option<Secret>) -> Result<Minted, String
         new_secret_key,
         token,
     })
+}
+
+/// What would make a token the relay cannot use: no provider, a blank
+/// value, half of CyberScan's pair, a host the relay cannot make an API
+/// address of, an expiry of 0 days.
+fn check(args: &JwtArgs) -> Result<(), String> {
+    let blank = |value: &Option<String>| value.as_deref().is_some_and(|v| v.trim().is_empty());
+    for (option, value) in [
+        ("--c1fapp-key", &args.c1fapp_key),
+        ("--cyberscan-api-key", &args.cyberscan_api_key),
+        ("--cyberscan-host", &args.cyberscan_host),
+    ] {
+        if blank(value) {
+            return Err(format!("{option} is empty"));
+        }
+    }
+    match (&args.cyberscan_api_key, &args.cyberscan_host) {
+        (Some(_), None) => return Err("--cyberscan-api-key needs --cyberscan-host".to_owned()),
+        (None, Some(_)) => return Err("--cyberscan-host needs --cyberscan-api-key".to_owned()),
+        (Some(_), Some(host)) => {
+            crate::domain::api_base_url(host)
+                .map_err(|error| format!("--cyberscan-host: {error}"))?;
+        }
+        (None, None) if args.c1fapp_key.is_none() => {
+            return Err(
+                "give the credentials of at least one provider: --c1fapp-key, or \
+                 --cyberscan-api-key with --cyberscan-host"
+                    .to_owned(),
+            );
+        }
+        (None, None) => {}
+    }
+    if args.expires_in_days == Some(0) {
+        return Err("--expires-in-days 0 would make a token that has already expired".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,6 +371,43 @@ mod tests {
         let mut args = args();
         args.c1fapp_key = None;
         assert!(mint(&args, None).is_err());
+    }
+
+    #[test]
+    fn what_the_relay_could_not_use_is_refused() {
+        let cases: [(&str, fn(&mut JwtArgs)); 8] = [
+            ("--c1fapp-key is empty", |a| {
+                a.c1fapp_key = Some(String::new())
+            }),
+            ("--c1fapp-key is empty", |a| {
+                a.c1fapp_key = Some("  ".into())
+            }),
+            ("--cyberscan-api-key is empty", |a| {
+                a.cyberscan_api_key = Some(" ".into());
+                a.cyberscan_host = Some("api.cyberscan.io".into());
+            }),
+            ("--cyberscan-host needs --cyberscan-api-key", |a| {
+                a.cyberscan_host = Some("api.cyberscan.io".into())
+            }),
+            ("--cyberscan-api-key needs --cyberscan-host", |a| {
+                a.cyberscan_api_key = Some("cs".into())
+            }),
+            ("--cyberscan-host: ", |a| {
+                a.cyberscan_api_key = Some("cs".into());
+                a.cyberscan_host = Some("not a host".into());
+            }),
+            ("--cyberscan-host: ", |a| {
+                a.cyberscan_api_key = Some("cs".into());
+                a.cyberscan_host = Some("ftp://api.cyberscan.io".into());
+            }),
+            ("--expires-in-days 0", |a| a.expires_in_days = Some(0)),
+        ];
+        for (expected, change) in cases {
+            let mut args = args();
+            change(&mut args);
+            let error = mint(&args, None).map(|_| ()).unwrap_err();
+            assert!(error.starts_with(expected), "{error}");
+        }
     }
 
     #[test]

@@ -80,9 +80,10 @@ fn jwt(args: &JwtArgs) -> ExitCode {
             print!("{}", minted.render());
             ExitCode::SUCCESS
         }
+        // Arguments that cannot make a usable token: a usage error, as clap's.
         Err(error) => {
             eprintln!("ctr-relay: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

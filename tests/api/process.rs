@@ -161,8 +161,26 @@ fn jwt_makes_a_key_and_a_token_or_signs_with_the_given_key() {
     );
 
     let (code, _, stderr) = run(&["jwt"], &[]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(stderr.contains("--c1fapp-key"), "{stderr}");
+}
+
+#[test]
+fn jwt_refuses_what_cannot_work_with_exit_code_2_and_nothing_on_stdout() {
+    for args in [
+        &["jwt", "--c1fapp-key", ""][..],
+        &["jwt", "--c1fapp-key", "   "],
+        &["jwt", "--cyberscan-api-key", "cs"],
+        &["jwt", "--cyberscan-host", "api.cyberscan.io"],
+        &["jwt", "--cyberscan-api-key", "cs", "--cyberscan-host", "not a host"],
+        &["jwt", "--c1fapp-key", "k", "--expires-in-days", "0"],
+        &["jwt", "--c1fapp-key", "k", "--entities-limit", "0"],
+    ] {
+        let (code, stdout, stderr) = run(args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(!stderr.trim().is_empty(), "{args:?}");
+    }
 }
 
 fn decode(token: &str, secret: &str) -> Value {
