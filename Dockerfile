@@ -1,24 +1,33 @@
 # syntax=docker/dockerfile:1
 #
-# docker build -t ctr-relay .
-# docker run -p 9090:9090 -e SECRET_KEY=... ctr-relay
+# docker build -t ctr-relay:0.1.0 .
+# docker run -p 9090:9090 -e SECRET_KEY=... ctr-relay:0.1.0
+# docker run -p 9090:9090 ctr-relay:0.1.0 demo      # a first try, offline
+# docker buildx build --platform linux/amd64,linux/arm64 -t ctr-relay:0.1.0 .
 #
 # Stage 1 builds one fully static binary (musl, rustls with built-in roots);
 # stage 2 is an empty image holding that binary alone, run as a non-root user.
 
+# The build stage runs on the platform being built for (amd64 or arm64: the
+# rust image is multi-arch), so musl-gcc is native and nothing is cross-built.
+# BuildKit sets TARGETARCH; without it, the build machine's architecture.
 FROM rust:1.95-bookworm AS build
-RUN apt-get update \
+ARG TARGETARCH
+COPY scripts/rust-target.sh /usr/local/bin/rust-target
+RUN rust-target "${TARGETARCH:-$(dpkg --print-architecture)}" > /rust-target \
+ && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
+ && rustup target add "$(cat /rust-target)"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-musl --bin ctr-relay \
- && install -D -m 0555 target/x86_64-unknown-linux-musl/release/ctr-relay /out/ctr-relay
+    target="$(cat /rust-target)" \
+ && cargo build --release --locked --target "$target" --bin ctr-relay \
+ && install -D -m 0555 "target/$target/release/ctr-relay" /out/ctr-relay
 
 FROM scratch
 COPY --from=build /out/ctr-relay /ctr-relay

@@ -1,10 +1,9 @@
 //! The command line: `serve` (the default), `jwt`, `healthcheck` and `threatbus`.
 
 use clap::{Args, Parser, Subcommand};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rand::RngCore;
 use serde::Serialize;
 
+use crate::auth::sign;
 use crate::domain::{EntitiesLimit, Secret};
 use crate::outbound::Tls;
 
@@ -22,7 +21,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the relay (the default). Configured by environment variables.
+    #[command(after_help = SERVE_ENVIRONMENT)]
     Serve,
+    /// Try the relay offline: serve it (PORT, HOST and the other variables
+    /// as for serve) against built-in demo services on loopback that answer
+    /// as C1fApp and CyberScan do, with demo data, and print a curl command
+    /// with a token for them.
+    Demo,
     /// Print an HS256 JWT carrying provider credentials, for a module's
     /// configuration. Signs with SECRET_KEY from the environment, or prints a
     /// new random SECRET_KEY first when it is unset.
@@ -44,6 +49,32 @@ pub enum Command {
     /// RUST_LOG, …) as for the server.
     Backbone(BackboneArgs),
 }
+
+/// `serve --help`: the variables it reads (README, *Configuration*, says more).
+pub const SERVE_ENVIRONMENT: &str = "\
+Environment (see the README's Configuration section):
+  PORT, HOST                      where to listen (9090, 0.0.0.0)
+  SECRET_KEY                      HS256 key; unset: HS256 tokens are refused
+  JWKS_HOSTS, RELAY_AUDIENCE      RS256 tokens: allowed jwks_host values (none: refused), expected aud
+  CTR_ENTITIES_LIMIT              entities of each type per observable and provider (100)
+  C1FAPP_API_URL                  the C1fApp endpoint
+  UPSTREAM_TIMEOUT_SECONDS        bound on each upstream call (10)
+  UPSTREAM_USER_AGENT             User-Agent of upstream calls (ctr-relay/<version>)
+  UPSTREAM_MAX_IN_FLIGHT, UPSTREAM_MAX_IN_FLIGHT_PER_HOST, UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL
+                                  calls in flight per provider, per host, per credential
+  CYBERSCAN_ALLOW_PRIVATE_HOSTS   let tokens point CyberScan at private addresses (false)
+  CYBERSCAN_USE_PROXY             send CyberScan calls through HTTPS_PROXY (false)
+  MAX_REQUEST_BYTES, MAX_OBSERVABLES, LOOKUP_CONCURRENCY
+                                  bounds on one request
+  REQUEST_TIMEOUT_SECONDS, REQUEST_MAX_UPSTREAM_BYTES, REQUEST_MAX_RESPONSE_BYTES
+                                  one request's deadline and memory budget
+  MAX_HELD_BYTES                  what all requests may hold together
+  MAX_UPSTREAM_RESPONSE_BYTES     largest upstream answer read
+  RESULT_CACHE_TTL_SECONDS, RESULT_CACHE_MAX_ENTRIES, RESULT_CACHE_MAX_BYTES
+                                  the result cache (off unless a TTL is set)
+  WORKERS, SHUTDOWN_GRACE_SECONDS worker threads (one per CPU), grace at SIGTERM (30)
+  METRICS_PORT                    serve /metrics on this port instead of PORT
+  RUST_LOG, LOG_FORMAT            log filter (info), json or text (json)";
 
 #[derive(Debug, Clone, Args)]
 pub struct BackboneArgs {
@@ -224,21 +255,13 @@ impl Minted {
     }
 }
 
-/// A new random key: 32 bytes from the OS generator, URL-safe base64.
-pub fn random_secret_key() -> Secret {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
 /// Signs the credentials of `args` with `secret_key`, or with a new key.
 pub fn mint(args: &JwtArgs, secret_key: Option<Secret>) -> Result<Minted, String> {
     check(args)?;
     let (secret, new_secret_key) = match secret_key {
         Some(secret) => (secret, None),
         None => {
-            let secret = random_secret_key();
+            let secret = sign::new_secret_key();
             (secret.clone(), Some(secret))
         }
     };
@@ -251,12 +274,7 @@ pub fn mint(args: &JwtArgs, secret_key: Option<Secret>) -> Result<Minted, String
             .expires_in_days
             .map(|days| chrono::Utc::now().timestamp() + i64::from(days) * 86_400),
     };
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &payload,
-        &EncodingKey::from_secret(secret.expose().as_bytes()),
-    )
-    .map_err(|error| format!("cannot sign the token: {error}"))?;
+    let token = sign::hs256(&payload, &secret)?;
     Ok(Minted {
         new_secret_key,
         token,
@@ -302,7 +320,7 @@ fn check(args: &JwtArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{DecodingKey, Validation};
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
     use serde_json::{Value, json};
 
     fn args() -> JwtArgs {
@@ -375,7 +393,8 @@ mod tests {
 
     #[test]
     fn what_the_relay_could_not_use_is_refused() {
-        let cases: [(&str, fn(&mut JwtArgs)); 8] = [
+        type Change = fn(&mut JwtArgs);
+        let cases: [(&str, Change); 8] = [
             ("--c1fapp-key is empty", |a| {
                 a.c1fapp_key = Some(String::new())
             }),
@@ -424,6 +443,13 @@ mod tests {
             watchdog_url("10.0.0.5".parse().unwrap(), 9090),
             "http://10.0.0.5:9090/watchdog"
         );
+    }
+
+    #[test]
+    fn serve_help_names_every_variable_the_relay_reads() {
+        for variable in crate::config::VARIABLES {
+            assert!(SERVE_ENVIRONMENT.contains(variable), "{variable}");
+        }
     }
 
     #[test]

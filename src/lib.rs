@@ -16,6 +16,7 @@ pub mod backbone;
 pub mod cli;
 pub mod config;
 pub mod ctim;
+pub mod demo;
 pub mod domain;
 pub mod enrich;
 pub mod http;

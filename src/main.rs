@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
+        Command::Demo => demo(),
         Command::Jwt(args) => jwt(&args),
         Command::Healthcheck(args) => check(&args),
         Command::Threatbus(args) => threatbus(&args),
@@ -108,6 +109,51 @@ fn check(args: &HealthcheckArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ctr-relay: unhealthy: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `serve` against the built-in demo services, with a token printed for them.
+fn demo() -> ExitCode {
+    let base = match settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let _log_writer = telemetry::init(&base.log);
+    let result = actix_web::rt::System::new().block_on(async move {
+        let upstream = ctr_relay::demo::DemoUpstream::start()
+            .map_err(|error| format!("the demo services cannot start: {error}"))?;
+        let (settings, secret) = ctr_relay::demo::settings(base, upstream.port)?;
+        let token = ctr_relay::demo::token(&secret, upstream.port)?;
+        let host = settings.host;
+        let application = Application::build(settings)
+            .await
+            .map_err(|error| error.to_string())?;
+        tracing::info!(
+            port = application.port(),
+            demo_upstream_port = upstream.port,
+            version = env!("CARGO_PKG_VERSION"),
+            "listening (demo)"
+        );
+        let relay = ctr_relay::cli::watchdog_url(host, application.port());
+        let relay = relay.trim_end_matches("/watchdog");
+        println!("{}", ctr_relay::demo::instructions(relay, &token));
+        application
+            .run_until(shutdown_signal())
+            .await
+            .map_err(|error| error.to_string())?;
+        upstream.handle.stop(false).await;
+        Ok::<_, String>(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "the demo stopped on an error");
+            eprintln!("ctr-relay: {error}");
             ExitCode::FAILURE
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod jwks;
 pub mod jwt;
+pub mod sign;
 
 use std::sync::Arc;
 

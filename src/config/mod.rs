@@ -41,7 +41,7 @@ pub const MAX_BYTES: usize = 1 << 30;
 pub const MAX_HELD: usize = 1 << 36;
 
 /// The environment variables the relay reads; used to reject non-UTF-8 values.
-const VARIABLES: &[&str] = &[
+pub const VARIABLES: &[&str] = &[
     "PORT",
     "HOST",
     "SECRET_KEY",

@@ -172,7 +172,13 @@ fn jwt_refuses_what_cannot_work_with_exit_code_2_and_nothing_on_stdout() {
         &["jwt", "--c1fapp-key", "   "],
         &["jwt", "--cyberscan-api-key", "cs"],
         &["jwt", "--cyberscan-host", "api.cyberscan.io"],
-        &["jwt", "--cyberscan-api-key", "cs", "--cyberscan-host", "not a host"],
+        &[
+            "jwt",
+            "--cyberscan-api-key",
+            "cs",
+            "--cyberscan-host",
+            "not a host",
+        ],
         &["jwt", "--c1fapp-key", "k", "--expires-in-days", "0"],
         &["jwt", "--c1fapp-key", "k", "--entities-limit", "0"],
     ] {
