@@ -29,6 +29,17 @@ pub struct Metrics {
     backbone_events: IntCounterVec,
     backbone_in_flight: IntGauge,
     auth_failures: IntCounterVec,
+    names: Vec<String>,
+}
+
+/// Registers `collector` and notes the names it exports.
+fn register(
+    registry: &Registry,
+    names: &mut Vec<String>,
+    collector: impl prometheus::core::Collector + 'static,
+) -> Result<(), prometheus::Error> {
+    names.extend(collector.desc().iter().map(|desc| desc.fq_name.clone()));
+    registry.register(Box::new(collector))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +131,7 @@ impl Metrics {
             "backbone_in_flight",
             "Backbone mode: requests being answered now",
         )?;
+        let mut names = Vec::new();
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "auth_failures_total",
@@ -128,22 +140,24 @@ impl Metrics {
             ),
             &["reason"],
         )?;
-        registry.register(Box::new(auth_failures.clone()))?;
-        registry.register(Box::new(backbone_events.clone()))?;
-        registry.register(Box::new(backbone_in_flight.clone()))?;
-        registry.register(Box::new(threatbus_events.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(upstream_retries.clone()))?;
-        registry.register(Box::new(upstream_skipped.clone()))?;
-        registry.register(Box::new(cache_lookups.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(upstream_calls.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(jwks_fetches.clone()))?;
+        register(&registry, &mut names, auth_failures.clone())?;
+        register(&registry, &mut names, backbone_events.clone())?;
+        register(&registry, &mut names, backbone_in_flight.clone())?;
+        register(&registry, &mut names, threatbus_events.clone())?;
+        register(&registry, &mut names, requests.clone())?;
+        register(&registry, &mut names, upstream_retries.clone())?;
+        register(&registry, &mut names, upstream_skipped.clone())?;
+        register(&registry, &mut names, cache_lookups.clone())?;
+        register(&registry, &mut names, request_duration.clone())?;
+        register(&registry, &mut names, upstream_calls.clone())?;
+        register(&registry, &mut names, upstream_duration.clone())?;
+        register(&registry, &mut names, jwks_fetches.clone())?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
+        register(
+            &registry,
+            &mut names,
             prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        )?;
         Ok(Self {
             registry,
             requests,
@@ -158,7 +172,14 @@ impl Metrics {
             backbone_events,
             backbone_in_flight,
             auth_failures,
+            names,
         })
+    }
+
+    /// The full name of every metric registered (the process metrics too),
+    /// whether it has been used yet or not.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// A token refused, and why (a fixed label).
@@ -278,6 +299,29 @@ fn status_text(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's metrics table and the registry name the same metrics.
+    #[test]
+    fn the_readme_lists_every_metric_and_no_other() {
+        use std::collections::BTreeSet;
+        let readme = include_str!("../README.md");
+        let listed: BTreeSet<String> = readme
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `ctr_relay_"))
+            .filter_map(|rest| rest.split('`').next())
+            .map(|name| format!("ctr_relay_{name}"))
+            .collect();
+        let exported: BTreeSet<String> = Metrics::new()
+            .unwrap()
+            .names()
+            .iter()
+            .map(|name| match name.starts_with("process_") {
+                true => "ctr_relay_process_*".to_owned(),
+                false => format!("ctr_relay_{name}"),
+            })
+            .collect();
+        assert_eq!(listed, exported);
+    }
 
     #[test]
     fn requests_and_upstream_calls_are_counted() {

@@ -230,7 +230,7 @@ async fn fetch(
     tracing::info!(
         jwks_host = %host,
         status = status.as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = crate::telemetry::millis(started.elapsed()),
         "key set fetch"
     );
     if !status.is_success() {

@@ -94,6 +94,9 @@ impl ConfigError {
 pub enum LogFormat {
     Json,
     Text,
+    /// `LOG_FORMAT` unset: text when stdout is a terminal (someone reading),
+    /// JSON otherwise (a collector).
+    Auto,
 }
 
 #[derive(Debug, Clone)]
@@ -242,7 +245,7 @@ impl Default for Settings {
             },
             log: LogSettings {
                 filter: "info".to_owned(),
-                format: LogFormat::Json,
+                format: LogFormat::Auto,
             },
             shutdown_grace: Duration::from_secs(30),
             workers: None,

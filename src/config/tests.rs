@@ -35,7 +35,7 @@ fn nothing_set_gives_the_documented_defaults() {
     assert_eq!(settings.limits.max_body_bytes, 1024 * 1024);
     assert_eq!(settings.limits.max_observables, 1000);
     assert_eq!(settings.log.filter, "info");
-    assert_eq!(settings.log.format, LogFormat::Json);
+    assert_eq!(settings.log.format, LogFormat::Auto);
     assert!(!settings.upstream.allow_private_hosts);
     assert!(!settings.upstream.cyberscan_use_proxy);
     assert_eq!(settings.shutdown_grace, Duration::from_secs(30));

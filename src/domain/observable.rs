@@ -109,6 +109,7 @@ pub fn observables_from_value(
     let mut problems = Vec::new();
     let mut observables = Vec::new();
     let mut seen = HashSet::new();
+    let (mut skipped, mut skipped_types) = (0usize, Vec::<&str>::new());
     for (index, element) in elements.iter().enumerate() {
         let Value::Object(fields) = element else {
             problems.push(format!(
@@ -122,12 +123,33 @@ pub fn observables_from_value(
         let (Some(kind), Some(value)) = (kind, value) else {
             continue;
         };
-        if let Some(kind) = ObservableType::parse(kind) {
-            let observable = Observable::new(kind, value);
-            if seen.insert(observable.clone()) {
-                observables.push(observable);
+        match ObservableType::parse(kind) {
+            Some(kind) => {
+                let observable = Observable::new(kind, value);
+                if seen.insert(observable.clone()) {
+                    observables.push(observable);
+                }
+            }
+            None => {
+                skipped += 1;
+                if skipped_types.len() < MAX_REPORTED_PROBLEMS && !skipped_types.contains(&kind) {
+                    skipped_types.push(kind);
+                }
             }
         }
+    }
+    if skipped > 0 {
+        // Caller's text: clipped, at debug (a request may hold many).
+        let types: Vec<String> = skipped_types
+            .iter()
+            .map(|kind| kind.chars().take(64).collect())
+            .collect();
+        tracing::debug!(
+            skipped,
+            types = ?types,
+            supported = "ip, domain, url",
+            "observables of types the relay does not look up were skipped"
+        );
     }
 
     match problems.len() {

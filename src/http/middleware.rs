@@ -64,7 +64,7 @@ pub async fn log_request(
     if let Some(state) = &pending.state {
         state.metrics.request(&pending.route, status, elapsed);
     }
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let latency_ms = crate::telemetry::millis(elapsed);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
             .headers_mut()
@@ -118,7 +118,7 @@ impl Drop for Pending {
         if let Some(state) = &self.state {
             state.metrics.request(&self.route, CANCELLED, elapsed);
         }
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let latency_ms = crate::telemetry::millis(elapsed);
         let (method, route) = (&self.method, &self.route);
         self.span.in_scope(|| {
             tracing::info!(

@@ -117,9 +117,23 @@ impl Application {
     }
 }
 
+/// HS256 keys shorter than this (256 bits) are warned about.
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
 /// One line at start-up on which tokens the relay can accept, and, when it
 /// can accept none, how to fix that.
 fn log_token_policy(settings: &Settings) {
+    if let Some(secret) = &settings.secret_key {
+        let bytes = secret.expose().len();
+        if bytes < MIN_SECRET_KEY_BYTES {
+            tracing::warn!(
+                bytes,
+                "SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes: anyone holding one \
+                 token can guess a short HS256 key offline and then sign tokens of their own; \
+                 `ctr-relay jwt` prints a random 32-byte key"
+            );
+        }
+    }
     let hosts = settings
         .jwks
         .hosts

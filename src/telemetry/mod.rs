@@ -38,8 +38,13 @@ pub fn init(settings: &LogSettings) -> Option<WorkerGuard> {
         .with_env_filter(filter)
         .with_writer(writer);
     // `try_init` only fails when a subscriber exists already: keep that one.
-    let installed = match settings.format {
-        LogFormat::Json => builder
+    let format = match settings.format {
+        LogFormat::Auto if std::io::stdout().is_terminal() => LogFormat::Text,
+        LogFormat::Auto => LogFormat::Json,
+        chosen => chosen,
+    };
+    let installed = match format {
+        LogFormat::Json | LogFormat::Auto => builder
             .fmt_fields(JsonFields::new())
             .event_format(json::JsonLines)
             .try_init(),
@@ -48,4 +53,23 @@ pub fn init(settings: &LogSettings) -> Option<WorkerGuard> {
             .try_init(),
     };
     installed.ok().map(|()| guard)
+}
+
+/// A duration in milliseconds for a log line, rounded to 10 µs (`7.98`, not
+/// `7.981251`).
+pub fn millis(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod millis_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn milliseconds_are_rounded_to_ten_microseconds() {
+        assert_eq!(millis(Duration::from_nanos(7_981_251)), 7.98);
+        assert_eq!(millis(Duration::from_nanos(176_922)), 0.18);
+        assert_eq!(millis(Duration::from_secs(2)), 2000.0);
+    }
 }

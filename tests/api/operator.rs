@@ -36,9 +36,27 @@ async fn start_up_says_when_no_token_can_be_accepted_and_how_to_fix_it() {
     relay.signal("TERM");
     let (_, output) = relay.wait().await;
     assert!(!output.contains("no token can be accepted"), "{output}");
+    assert!(!output.contains("SECRET_KEY is shorter"), "{output}");
     assert!(
         output.contains("HS256 tokens are refused (SECRET_KEY is unset)"),
         "{output}"
+    );
+}
+
+#[tokio::test]
+async fn a_short_secret_key_is_warned_about_with_the_reason() {
+    let relay = Relay::start(&[("SECRET_KEY", "only-sixteen-byt".to_owned())]).await;
+    relay.signal("TERM");
+    let (_, output) = relay.wait().await;
+    let warning = output
+        .lines()
+        .find(|line| line.contains("SECRET_KEY is shorter than 32 bytes"))
+        .unwrap_or_else(|| panic!("no warning:\n{output}"));
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+    assert!(warning.contains("\"bytes\":16"), "{warning}");
+    assert!(
+        !output.contains("only-sixteen-byt"),
+        "the key reached the log"
     );
 }
 

@@ -84,13 +84,14 @@ async fn an_unknown_route_is_404_with_the_envelope() {
 #[tokio::test]
 async fn a_wrong_method_is_405_with_the_envelope() {
     let app = spawn_app().await;
-    for (method, route) in [
-        ("GET", "/health"),
-        ("GET", "/observe/observables"),
-        ("PUT", "/refer/observables"),
-        ("DELETE", "/deliberate/observables"),
-        ("GET", "/version"),
-        ("POST", "/watchdog"),
+    for (method, route, allow) in [
+        ("GET", "/health", "POST"),
+        ("GET", "/observe/observables", "POST"),
+        ("PUT", "/refer/observables", "POST"),
+        ("DELETE", "/deliberate/observables", "POST"),
+        ("GET", "/version", "POST"),
+        ("POST", "/watchdog", "GET"),
+        ("POST", "/metrics", "GET"),
     ] {
         let response = app
             .http
@@ -99,6 +100,7 @@ async fn a_wrong_method_is_405_with_the_envelope() {
             .await
             .unwrap();
         assert_eq!(response.status(), 405, "{method} {route}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {route}");
         assert_json_content_type(&response);
         assert_eq!(
             response.json::<serde_json::Value>().await.unwrap(),

@@ -9,6 +9,7 @@ mod refer;
 mod version;
 mod watchdog;
 
+use actix_web::http::{Method, header};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, Route, mime};
 use futures_util::StreamExt;
@@ -26,36 +27,40 @@ use crate::enrich::{Outcome, RequestError};
 /// `/metrics` is served here unless it has a port of its own
 /// (`metrics_here` false: `METRICS_PORT`).
 pub fn configure(config: &mut web::ServiceConfig, metrics_here: bool) {
-    let resource = |path: &str, route: Route| {
-        web::resource(path)
-            .route(route)
-            .default_service(web::to(method_not_allowed))
-    };
+    let post = |path: &str, route: Route| resource(path, "POST", route.method(Method::POST));
+    let get = |path: &str, route: Route| resource(path, "GET", route.method(Method::GET));
     config
-        .service(resource("/health", web::post().to(health::health)))
-        .service(resource(
-            "/observe/observables",
-            web::post().to(observe::observe),
-        ))
-        .service(resource("/refer/observables", web::post().to(refer::refer)))
-        .service(resource(
+        .service(post("/health", web::to(health::health)))
+        .service(post("/observe/observables", web::to(observe::observe)))
+        .service(post("/refer/observables", web::to(refer::refer)))
+        .service(post(
             "/deliberate/observables",
-            web::post().to(deliberate::deliberate),
+            web::to(deliberate::deliberate),
         ))
-        .service(resource("/version", web::post().to(version::version)))
-        .service(resource("/watchdog", web::get().to(watchdog::watchdog)));
+        .service(post("/version", web::to(version::version)))
+        .service(get("/watchdog", web::to(watchdog::watchdog)));
     if metrics_here {
-        config.service(resource("/metrics", web::get().to(metrics::metrics)));
+        config.service(get("/metrics", web::to(metrics::metrics)));
     }
     config.default_service(web::to(not_found));
 }
 
-async fn not_found() -> Result<HttpResponse, RequestError> {
-    Err(RequestError::NotFound)
+/// `path` served by `route` for `method`; any other method answers 405 with
+/// `Allow: <method>` and the JSON envelope.
+fn resource(path: &str, method: &'static str, route: Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move || async move {
+            let mut response = RequestError::MethodNotAllowed.error_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(method));
+            response
+        }))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, RequestError> {
-    Err(RequestError::MethodNotAllowed)
+async fn not_found() -> Result<HttpResponse, RequestError> {
+    Err(RequestError::NotFound)
 }
 
 /// `{"data": ...}` alone.

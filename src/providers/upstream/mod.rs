@@ -321,7 +321,7 @@ async fn attempt(
             .map_err(ProviderError::kind),
         elapsed,
     );
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let latency_ms = crate::telemetry::millis(elapsed);
     match &result {
         Ok(response) => tracing::info!(
             provider = %endpoint.provider,
