@@ -25,6 +25,7 @@ pub struct Metrics {
     cache_lookups: IntCounterVec,
     upstream_retries: IntCounterVec,
     upstream_skipped: IntCounterVec,
+    upstream_coalesced: IntCounterVec,
     threatbus_events: IntCounterVec,
     backbone_events: IntCounterVec,
     backbone_in_flight: IntGauge,
@@ -111,6 +112,14 @@ impl Metrics {
             ),
             &["provider", "reason"],
         )?;
+        let upstream_coalesced = IntCounterVec::new(
+            Opts::new(
+                "upstream_coalesced_total",
+                "Lookups answered by a call already in flight for the same provider, \
+                 credential and observable, instead of a call of their own",
+            ),
+            &["provider"],
+        )?;
         let threatbus_events = IntCounterVec::new(
             Opts::new(
                 "threatbus_events_total",
@@ -147,6 +156,7 @@ impl Metrics {
         register(&registry, &mut names, requests.clone())?;
         register(&registry, &mut names, upstream_retries.clone())?;
         register(&registry, &mut names, upstream_skipped.clone())?;
+        register(&registry, &mut names, upstream_coalesced.clone())?;
         register(&registry, &mut names, cache_lookups.clone())?;
         register(&registry, &mut names, request_duration.clone())?;
         register(&registry, &mut names, upstream_calls.clone())?;
@@ -168,6 +178,7 @@ impl Metrics {
             cache_lookups,
             upstream_retries,
             upstream_skipped,
+            upstream_coalesced,
             threatbus_events,
             backbone_events,
             backbone_in_flight,
@@ -229,6 +240,11 @@ impl Metrics {
         self.upstream_skipped
             .with_label_values(&[provider, reason])
             .inc();
+    }
+
+    /// A lookup that waited for a call in flight instead of making one.
+    pub fn upstream_coalesced(&self, provider: &str) {
+        self.upstream_coalesced.with_label_values(&[provider]).inc();
     }
 
     /// Threat Bus mode: `n` more of `event` (a fixed label).

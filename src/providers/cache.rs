@@ -1,28 +1,41 @@
-//! The optional short-lived cache of upstream answers.
+//! One upstream call per distinct lookup in flight, and the optional
+//! short-lived cache of upstream answers.
 //!
 //! Keys always include the credential the answer was fetched with, so one
-//! caller never sees another's results. Only successful answers are kept;
-//! concurrent lookups of the same key share one upstream call. What is cached
+//! caller never sees another's results. Concurrent lookups of the same key
+//! share one upstream call (request coalescing), cache or not; only
+//! successful answers are kept by the cache. What is cached
 //! is upstream data, not CTIM: every response is mapped afresh, with its own
 //! transient ids. The cache is bounded by bytes (`RESULT_CACHE_MAX_BYTES`) and
 //! by entries (`RESULT_CACHE_MAX_ENTRIES`): each entry weighs its bytes, and
 //! at least the bytes budget divided by the entries budget.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use moka::future::Cache;
+use tokio::sync::watch;
 
 use url::Url;
 
 use super::ProviderError;
+use super::scope::Scope;
 use crate::config::ResultCacheSettings;
 use crate::domain::{ProviderName, Secret};
 use crate::metrics::Metrics;
 
+/// A lookup in flight: its result, once there is one. The sender is the
+/// leader's; it is dropped without a result when the leader is cancelled.
+type Flight<V> = watch::Receiver<Option<Result<V, ProviderError>>>;
+
 pub struct ResultCache<K, V> {
     cache: Option<Cache<K, V>>,
+    /// Lookups in flight by key, when there is no cache (moka coalesces its
+    /// own). Shared by every worker: a follower waits on a channel, never
+    /// on another runtime's connection.
+    in_flight: Arc<Mutex<HashMap<K, Flight<V>>>>,
     provider: ProviderName,
     metrics: Arc<Metrics>,
 }
@@ -31,10 +44,37 @@ impl<K, V> Clone for ResultCache<K, V> {
     fn clone(&self) -> Self {
         Self {
             cache: self.cache.clone(),
+            in_flight: self.in_flight.clone(),
             provider: self.provider,
             metrics: self.metrics.clone(),
         }
     }
+}
+
+/// Removes the leader's flight when it lands, or when it is dropped
+/// mid-way (its request was cancelled).
+struct Landing<'a, K: Hash + Eq, V> {
+    in_flight: &'a Mutex<HashMap<K, Flight<V>>>,
+    key: &'a K,
+}
+
+impl<K: Hash + Eq, V> Drop for Landing<'_, K, V> {
+    fn drop(&mut self) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.key);
+    }
+}
+
+/// Whether an error belongs to the request that met it (its deadline, its
+/// memory budget) rather than to the upstream: a follower does not take such
+/// an error over, it looks up on its own.
+fn request_scoped(error: &ProviderError) -> bool {
+    matches!(
+        error,
+        ProviderError::Deadline { .. } | ProviderError::OverBudget { .. }
+    )
 }
 
 impl<K, V> std::fmt::Debug for ResultCache<K, V> {
@@ -77,7 +117,7 @@ const ENTRY_OVERHEAD: usize = 160;
 
 impl<K, V> ResultCache<K, V>
 where
-    K: Hash + Eq + Send + Sync + Weight + 'static,
+    K: Clone + Hash + Eq + Send + Sync + Weight + 'static,
     V: Clone + Send + Sync + Weight + 'static,
 {
     pub fn new(
@@ -100,6 +140,7 @@ where
         });
         Self {
             cache,
+            in_flight: Arc::default(),
             provider,
             metrics,
         }
@@ -110,14 +151,16 @@ where
     }
 
     /// The cached answer for `key`, or the result of `fetch` (kept when it
-    /// succeeded). Without a cache, just `fetch`.
+    /// succeeded). Without a cache, the answer of a lookup of `key` already
+    /// in flight, or of `fetch`. `scope` bounds how long a follower waits.
     pub async fn get_or_fetch(
         &self,
         key: K,
+        scope: &Scope,
         fetch: impl Future<Output = Result<V, ProviderError>>,
     ) -> Result<V, ProviderError> {
         let Some(cache) = &self.cache else {
-            return fetch.await;
+            return self.coalesced(key, scope, fetch).await;
         };
         if let Some(value) = cache.get(&key).await {
             self.metrics.cache_lookup(self.provider.as_str(), true);
@@ -128,6 +171,81 @@ where
         Box::pin(cache.try_get_with(key, fetch))
             .await
             .map_err(|error| (*error).clone())
+    }
+}
+
+impl<K, V> ResultCache<K, V>
+where
+    K: Clone + Hash + Eq,
+    V: Clone,
+{
+    /// Leads the lookup of `key` (runs `fetch`, then hands its result to
+    /// those who waited), or follows the one in flight. A follower whose
+    /// leader was cancelled, or met its own request's deadline or budget,
+    /// tries again: it leads, or follows a newer leader.
+    async fn coalesced(
+        &self,
+        key: K,
+        scope: &Scope,
+        fetch: impl Future<Output = Result<V, ProviderError>>,
+    ) -> Result<V, ProviderError> {
+        let mut fetch = Some(fetch);
+        loop {
+            let role = {
+                let mut flights = self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match flights.get(&key) {
+                    Some(flight) => Err(flight.clone()),
+                    None => {
+                        let (sender, receiver) = watch::channel(None);
+                        flights.insert(key.clone(), receiver);
+                        Ok(sender)
+                    }
+                }
+            };
+            match role {
+                Ok(sender) => {
+                    let _landing = Landing {
+                        in_flight: &self.in_flight,
+                        key: &key,
+                    };
+                    let Some(fetch) = fetch.take() else {
+                        // Unreachable: a leader returns below.
+                        return Err(ProviderError::Deadline {
+                            provider: self.provider,
+                            after: scope.allowed(),
+                        });
+                    };
+                    let result = fetch.await;
+                    sender.send_replace(Some(result.clone()));
+                    return result;
+                }
+                Err(mut flight) => {
+                    self.metrics.upstream_coalesced(self.provider.as_str());
+                    let deadline = tokio::time::Instant::from_std(scope.deadline());
+                    let landed = tokio::time::timeout_at(deadline, async {
+                        match flight.wait_for(Option::is_some).await {
+                            Ok(result) => result.clone(),
+                            Err(_) => None,
+                        }
+                    })
+                    .await;
+                    match landed {
+                        Err(_) => {
+                            return Err(ProviderError::Deadline {
+                                provider: self.provider,
+                                after: scope.allowed(),
+                            });
+                        }
+                        Ok(Some(Err(error))) if request_scoped(&error) => continue,
+                        Ok(Some(result)) => return result,
+                        Ok(None) => continue,
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -147,6 +265,13 @@ mod tests {
         fn weight(&self) -> usize {
             4
         }
+    }
+
+    fn scope() -> Scope {
+        Scope::new(
+            &crate::config::Settings::default().limits,
+            Arc::new(crate::providers::scope::MemoryPool::new(1 << 20)),
+        )
     }
 
     fn cache(ttl: Option<Duration>) -> ResultCache<String, u32> {
@@ -169,6 +294,129 @@ mod tests {
         result
     }
 
+    /// A fetch that counts itself and answers after `delay`.
+    async fn slow(
+        calls: &AtomicUsize,
+        delay: Duration,
+        result: Result<u32, ProviderError>,
+    ) -> Result<u32, ProviderError> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        result
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_key_share_one_call_and_other_keys_do_not() {
+        let cache = cache(None);
+        let calls = AtomicUsize::new(0);
+        let scope = scope();
+        let same = (0..50).map(|_| {
+            cache.get_or_fetch(
+                "k".to_owned(),
+                &scope,
+                slow(&calls, Duration::from_millis(100), Ok(7)),
+            )
+        });
+        let answers = futures_util::future::join_all(same).await;
+        assert!(answers.iter().all(|answer| *answer == Ok(7)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = AtomicUsize::new(0);
+        let other = (0..5).map(|n| {
+            cache.get_or_fetch(
+                format!("k{n}"),
+                &scope,
+                slow(&calls, Duration::from_millis(50), Ok(n)),
+            )
+        });
+        let answers = futures_util::future::join_all(other).await;
+        assert_eq!(answers, (0..5).map(Ok).collect::<Vec<_>>());
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert!(
+            cache.in_flight.lock().unwrap().is_empty(),
+            "nothing left in flight"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_looks_up_itself_when_its_leader_is_cancelled_or_meets_its_own_deadline() {
+        let cache = cache(None);
+        let calls = AtomicUsize::new(0);
+        let scope = scope();
+        // The leader is dropped mid-way (its caller went away).
+        let leader = cache.get_or_fetch(
+            "k".to_owned(),
+            &scope,
+            slow(&calls, Duration::from_secs(60), Ok(1)),
+        );
+        let follower = cache.get_or_fetch(
+            "k".to_owned(),
+            &scope,
+            slow(&calls, Duration::from_millis(10), Ok(2)),
+        );
+        let answer = tokio::select! {
+            _ = tokio::time::timeout(Duration::from_millis(50), leader) => {
+                // The leader gave up; the follower goes on alone.
+                follower.await
+            }
+        };
+        assert_eq!(answer, Ok(2));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // A leader that met its request's deadline: the follower does not
+        // take that error over.
+        let calls = AtomicUsize::new(0);
+        let deadline = ProviderError::Deadline {
+            provider: ProviderName::C1fApp,
+            after: Duration::from_secs(1),
+        };
+        let (first, second) = tokio::join!(
+            cache.get_or_fetch(
+                "d".to_owned(),
+                &scope,
+                slow(&calls, Duration::from_millis(50), Err(deadline))
+            ),
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                cache
+                    .get_or_fetch(
+                        "d".to_owned(),
+                        &scope,
+                        slow(&calls, Duration::from_millis(10), Ok(3)),
+                    )
+                    .await
+            }
+        );
+        assert!(first.is_err());
+        assert_eq!(second, Ok(3));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // An upstream failure is shared: it is the upstream's answer.
+        let calls = AtomicUsize::new(0);
+        let failure = ProviderError::Interrupted {
+            provider: ProviderName::C1fApp,
+        };
+        let (first, second) = tokio::join!(
+            cache.get_or_fetch(
+                "e".to_owned(),
+                &scope,
+                slow(&calls, Duration::from_millis(50), Err(failure.clone()))
+            ),
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                cache
+                    .get_or_fetch(
+                        "e".to_owned(),
+                        &scope,
+                        slow(&calls, Duration::from_millis(10), Ok(3)),
+                    )
+                    .await
+            }
+        );
+        assert_eq!((first, second), (Err(failure.clone()), Err(failure)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn without_a_ttl_every_lookup_fetches() {
         let cache = cache(None);
@@ -176,7 +424,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(
                 cache
-                    .get_or_fetch("k".to_owned(), fetch(&calls, Ok(1)))
+                    .get_or_fetch("k".to_owned(), &scope(), fetch(&calls, Ok(1)))
                     .await,
                 Ok(1)
             );
@@ -193,19 +441,19 @@ mod tests {
         };
         assert!(
             cache
-                .get_or_fetch("k".to_owned(), fetch(&calls, Err(failure)))
+                .get_or_fetch("k".to_owned(), &scope(), fetch(&calls, Err(failure)))
                 .await
                 .is_err()
         );
         assert_eq!(
             cache
-                .get_or_fetch("k".to_owned(), fetch(&calls, Ok(7)))
+                .get_or_fetch("k".to_owned(), &scope(), fetch(&calls, Ok(7)))
                 .await,
             Ok(7)
         );
         assert_eq!(
             cache
-                .get_or_fetch("k".to_owned(), fetch(&calls, Ok(8)))
+                .get_or_fetch("k".to_owned(), &scope(), fetch(&calls, Ok(8)))
                 .await,
             Ok(7)
         );
@@ -242,8 +490,12 @@ mod tests {
             let key = (Secret::new("key"), format!("value-{n}"));
             let big = Arc::new(vec![b'x'; 4096]);
             let small = Arc::new(b"[]".to_vec());
-            let _ = by_bytes.get_or_fetch(key.clone(), async { Ok(big) }).await;
-            let _ = by_entries.get_or_fetch(key, async { Ok(small) }).await;
+            let _ = by_bytes
+                .get_or_fetch(key.clone(), &scope(), async { Ok(big) })
+                .await;
+            let _ = by_entries
+                .get_or_fetch(key, &scope(), async { Ok(small) })
+                .await;
         }
         for (cache, bound) in [(&by_bytes, 64 * 1024), (&by_entries, 1 << 30)] {
             let cache = cache.cache.as_ref().unwrap();

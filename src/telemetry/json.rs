@@ -112,8 +112,10 @@ impl Visit for FieldWriter<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
+        // `{:?}` keeps the decimal point of a whole number (`11.0`, not
+        // `11`): a reader sees the same type on every line.
         self.field(field, |writer| match value.is_finite() {
-            true => write!(writer, "{value}"),
+            true => write!(writer, "{value:?}"),
             false => writer.write_str("null"),
         });
     }

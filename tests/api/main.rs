@@ -8,6 +8,7 @@ mod body;
 mod both;
 mod c1fapp;
 mod cache;
+mod coalescing;
 mod concurrency;
 mod cyberscan;
 mod deadline;

@@ -86,7 +86,13 @@ async fn concurrent_requests_share_one_key_set_fetch() {
         .expect(1)
         .mount(&app.jwks)
         .await;
-    c1fapp_finds(&app, "192.0.2.10", json!([]), 5).await;
+    // The five identical lookups share C1fApp calls too (one or a few,
+    // as they arrive): what this test counts is the key set fetch.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(1..=5)
+        .mount(&app.c1fapp)
+        .await;
     let token = token(&app);
     let requests = (0..5).map(|_| observe(&app, &token));
     for response in futures_util::future::join_all(requests).await {

@@ -129,14 +129,15 @@ impl C1fApp {
         value: &str,
         scope: &Scope,
     ) -> Result<Arc<Vec<u8>>, ProviderError> {
-        if !self.state.cache.enabled() {
-            return self.search(key, value, "search", scope).await.map(Arc::new);
-        }
+        let cached = self.state.cache.enabled();
         self.state
             .cache
-            .get_or_fetch((key.clone(), value.to_owned()), async {
+            .get_or_fetch((key.clone(), value.to_owned()), scope, async {
                 let body = self.search(key, value, "search", scope).await?;
-                parse(&body)?;
+                // The cache keeps only answers that parse.
+                if cached {
+                    parse(&body)?;
+                }
                 Ok(Arc::new(body))
             })
             .await

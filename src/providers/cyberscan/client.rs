@@ -217,7 +217,7 @@ impl CyberScan {
         let key = (url.clone(), credentials.api_key.clone());
         self.state
             .cache
-            .get_or_fetch(key, async {
+            .get_or_fetch(key, scope, async {
                 self.fetch(credentials, &url, operation, scope)
                     .await
                     .map(Arc::new)
