@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RELAY = Path(os.environ.get("BENCH_RELAY", ROOT / "target/release/ctr-relay"))
+# The shipped static binary, when built (scripts/container-check.sh builds it).
+STATIC_RELAY = ROOT / "target/x86_64-unknown-linux-musl/release/ctr-relay"
 MOCK = ROOT / "target/release/examples/mock_upstream"
 RESULTS = ROOT / "bench/results"
 SECRET_KEY = "benchmark-secret-key-0123456789abcdef"
@@ -88,8 +90,53 @@ class Mock:
         self.process.wait()
 
 
+def relay_workers():
+    """The relay's worker count: WORKERS from BENCH_RELAY_ENV, else one per CPU."""
+    settings = dict(item.split("=", 1) for item in os.environ.get("BENCH_RELAY_ENV", "").split())
+    return int(settings.get("WORKERS", os.cpu_count()))
+
+
+class Nginx:
+    """nginx as a reverse proxy to the mock: the best a proxy does here.
+    Upstream keep-alive, as many workers as the relay, no access log."""
+
+    def __init__(self, mock):
+        self.port = free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix="ctr-relay-bench-nginx-")
+        conf = Path(self.dir.name) / "nginx.conf"
+        conf.write_text(f"""
+worker_processes {relay_workers()};
+daemon off;
+pid {self.dir.name}/nginx.pid;
+error_log {self.dir.name}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir.name}/body;
+  proxy_temp_path {self.dir.name}/proxy;
+  upstream mock {{ server 127.0.0.1:{mock.port}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+        self.process = subprocess.Popen(["nginx", "-p", self.dir.name, "-c", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.dir.cleanup()
+
+
 class Relay:
-    def __init__(self, mock, extra_env=None):
+    def __init__(self, mock, extra_env=None, binary=None):
         self.port = free_port()
         env = {
             "PORT": str(self.port),
@@ -105,7 +152,7 @@ class Relay:
         # process draining a pipe would compete for the same two cores.
         self.log = tempfile.NamedTemporaryFile(prefix="ctr-relay-bench-", suffix=".log")
         self.started = time.monotonic()
-        self.process = subprocess.Popen([str(RELAY), "serve"], env=env,
+        self.process = subprocess.Popen([str(binary or RELAY), "serve"], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
         self.cold_start_ms = self._first_answer_ms()
 
@@ -155,7 +202,14 @@ class Scenario:
     latency_ms: int = 0
     providers: tuple = ("c1fapp",)
     direct: bool = False
+    nginx: bool = False
     env: dict = field(default_factory=dict)
+    binary: Path = None
+    # Share of lookups that ask about a value from a small hot set; the rest
+    # ask about values no other request asks about, so that concurrent
+    # requests do not share upstream calls (coalescing) unless measured.
+    # `None`: every request sends the same body.
+    repeated: float = 0.0
 
     def body(self):
         if self.route == "/health":
@@ -167,7 +221,9 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("mock upstream direct (ceiling)", direct=True),
+    Scenario("nginx proxy to the mock (anchor)", direct=True, nginx=True),
     Scenario("1 observable, 0 ms"),
+    Scenario("1 observable, 0 ms, static binary", binary=STATIC_RELAY),
     Scenario("10 observables, 0 ms", observables=10),
     Scenario("10 observables, 50 ms", observables=10, latency_ms=50),
     Scenario("both providers, 10 observables, 50 ms", observables=10, latency_ms=50,
@@ -175,15 +231,42 @@ SCENARIOS = [
     Scenario("10 observables, 50 ms, UPSTREAM_MAX_IN_FLIGHT=256", observables=10, latency_ms=50,
              env={"UPSTREAM_MAX_IN_FLIGHT": "256"}),
     Scenario("/health, 0 ms", route="/health"),
-    Scenario("1 observable, 50 ms, cache off", latency_ms=50),
-    Scenario("1 observable, 50 ms, cache on", latency_ms=50,
+    Scenario("1 observable, 50 ms, cache off", latency_ms=50, repeated=None),
+    Scenario("1 observable, 50 ms, cache on", latency_ms=50, repeated=None,
              env={"RESULT_CACHE_TTL_SECONDS": "60"}),
+    Scenario("1 observable, 50 ms, 10% repeated", latency_ms=50, repeated=0.1),
+    Scenario("1 observable, 50 ms, every request the same", latency_ms=50, repeated=None),
 ]
 
+# Per request, `observables` domains: each, with probability `repeated`, one
+# of 5 hot values, else a value no other request asks about.
+REPEATED_SCRIPT = r"""
+local counter = 0
+request = function()
+  local items = {}
+  for i = 1, %(observables)d do
+    counter = counter + 1
+    local value
+    if math.random() < %(repeated)f then
+      value = "hot-" .. math.random(1, 5) .. ".example"
+    else
+      value = "unique-" .. (id or 0) .. "-" .. counter .. ".example"
+    end
+    items[i] = '{"type":"domain","value":"' .. value .. '"}'
+  end
+  return wrk.format(nil, nil, nil, "[" .. table.concat(items, ",") .. "]")
+end
+setup = function(thread)
+  thread:set("id", math.random(1, 250))
+end
+"""
 
-def wrk(port, path, method, body, headers, duration):
+
+def wrk(port, path, method, body, headers, duration, repeated=None, observables=1):
     lines = [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
     script = WRK_SCRIPT % {"method": method, "body": json.dumps(body), "headers": "\n".join(lines)}
+    if repeated is not None:
+        script += REPEATED_SCRIPT % {"repeated": repeated, "observables": observables}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     try:
@@ -199,6 +282,16 @@ def wrk(port, path, method, body, headers, duration):
 
 def run_scenario(scenario, mocks):
     mock = mocks[scenario.latency_ms]
+    if scenario.nginx:
+        nginx = Nginx(mock)
+        try:
+            wrk(nginx.port, "/cifapp/api/", "POST", scenario.body(),
+                {"Content-Type": "application/json"}, WARMUP)
+            result = wrk(nginx.port, "/cifapp/api/", "POST", scenario.body(),
+                         {"Content-Type": "application/json"}, DURATION)
+        finally:
+            nginx.stop()
+        return result, None
     if scenario.direct:
         result = wrk(mock.port, "/cifapp/api/", "POST", scenario.body(),
                      {"Content-Type": "application/json"}, DURATION)
@@ -209,17 +302,25 @@ def run_scenario(scenario, mocks):
     if "cyberscan" in scenario.providers:
         claims.update(api_key="bench-cyberscan-key", host=f"http://127.0.0.1:{mock.port}")
     headers = {"Authorization": f"Bearer {token(claims)}", "Content-Type": "application/json"}
-    relay = Relay(mock, scenario.env)
+    if scenario.binary and not Path(scenario.binary).exists():
+        raise RuntimeError(f"{scenario.name}: {scenario.binary} is not built "
+                           "(scripts/container-check.sh builds it)")
+    relay = Relay(mock, scenario.env, scenario.binary)
     try:
         status, data = request(relay.port, "POST", scenario.route, scenario.body(), headers)
         answer = json.loads(data)
         if status != 200 or "errors" in answer or "data" not in answer:
             raise RuntimeError(f"{scenario.name}: unexpected answer {status} {data[:300]!r}")
         wrk(relay.port, scenario.route, "POST", scenario.body(), headers, WARMUP)
+        calls_before = upstream_calls(relay.port)
         cpu_before = relay.cpu_seconds()
-        result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, DURATION)
+        varied = None if scenario.route == "/health" else scenario.repeated
+        result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, DURATION,
+                     varied, scenario.observables)
         cpu = relay.cpu_seconds() - cpu_before
+        calls = upstream_calls(relay.port) - calls_before
         stats = {
+            "calls_per_1000": calls / max(result["requests"], 1) * 1000,
             "peak_rss_mb": relay.status_kb("VmHWM") / 1024,
             "cpu_per_1000": cpu / max(result["requests"], 1) * 1000,
             "cold_start_ms": relay.cold_start_ms,
@@ -227,6 +328,16 @@ def run_scenario(scenario, mocks):
         return result, stats
     finally:
         relay.stop()
+
+
+def upstream_calls(port):
+    """Upstream calls the relay made so far, from its /metrics."""
+    _, text = request(port, "GET", "/metrics")
+    total = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith("ctr_relay_upstream_calls_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def cold_starts(mock, runs=7):
@@ -254,7 +365,8 @@ def soak(mock, seconds):
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, seconds)
+        result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, seconds,
+                     0.0, scenario.observables)
         stop.set()
         sampler.join()
     finally:
@@ -294,6 +406,7 @@ def main():
                 f"{result['p99_us'] / 1000:.2f}",
                 f"{stats['peak_rss_mb']:.1f}" if stats else "–",
                 f"{stats['cpu_per_1000']:.3f}" if stats else "–",
+                f"{stats['calls_per_1000']:,.0f}" if stats else "–",
                 str(result["socket_errors"] + result["non2xx"]),
             ])
         starts = cold_starts(mocks[0]) if not args.only else []
@@ -312,8 +425,8 @@ def main():
         f"{os.cpu_count()} CPUs ({cpu}); wrk -t{THREADS} -c{CONNECTIONS}, {DURATION} s per scenario "
         f"after {WARMUP} s warm-up; relay, mock upstream and wrk share the machine",
         "",
-        "| scenario | requests/s | p50 ms | p99 ms | relay peak RSS MB | relay CPU s / 1000 req | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | requests/s | p50 ms | p99 ms | relay peak RSS MB | relay CPU s / 1000 req | upstream calls / 1000 req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if starts:
@@ -345,6 +458,19 @@ def main():
         ratio = (relayed["requests"] / relayed["duration_us"]) / (direct["requests"] / direct["duration_us"])
         check("1 observable @ 0 ms, at least 50% of the mock's direct throughput", ratio >= 0.5,
               f"{ratio:.0%}")
+    if "nginx proxy to the mock (anchor)" in results and "1 observable, 0 ms" in results:
+        anchor, _ = results["nginx proxy to the mock (anchor)"]
+        relayed, _ = results["1 observable, 0 ms"]
+        ratio = (relayed["requests"] / relayed["duration_us"]) / (anchor["requests"] / anchor["duration_us"])
+        check("1 observable @ 0 ms, at least 0.8x the nginx proxy's throughput", ratio >= 0.8,
+              f"{ratio:.2f}x")
+        p99 = relayed["p99_us"] / max(anchor["p99_us"], 1)
+        check("1 observable @ 0 ms, p99 at most 2x the nginx proxy's", p99 <= 2.0,
+              f"{relayed['p99_us'] / 1000:.2f} ms vs {anchor['p99_us'] / 1000:.2f} ms ({p99:.2f}x)")
+    if "1 observable, 50 ms, 10% repeated" in results:
+        _, stats = results["1 observable, 50 ms, 10% repeated"]
+        check("10% repeated lookups: fewer upstream calls than requests",
+              stats["calls_per_1000"] < 1000, f"{stats['calls_per_1000']:.0f} calls per 1000 requests")
     for name in ("1 observable, 0 ms", "10 observables, 50 ms",
                  "10 observables, 50 ms, UPSTREAM_MAX_IN_FLIGHT=256"):
         if name in results:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark, in one command: builds the relay and the mock upstream with
-# --release, installs wrk from Debian when missing, and drives load on
+# --release, installs wrk and nginx from Debian when missing, and drives load on
 # 127.0.0.1. Prints a table (also written to bench/results/) and checks the
 # targets of BENCHMARKS.md.
 #
@@ -15,6 +15,13 @@ if ! command -v wrk >/dev/null; then
   echo "==> installing wrk"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+if ! command -v nginx >/dev/null; then
+  echo "==> installing nginx (the anchor: a reverse proxy to the same mock)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+  # Debian starts it on port 80; the benchmark runs its own.
+  nginx -s stop 2>/dev/null || true
 fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 
