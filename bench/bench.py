@@ -210,6 +210,10 @@ class Scenario:
     # requests do not share upstream calls (coalescing) unless measured.
     # `None`: every request sends the same body.
     repeated: float = 0.0
+    # Callers (tokens with credentials of their own), taken in turn: XDR's
+    # traffic comes from many modules, and one credential may hold at most
+    # UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL calls.
+    credentials: int = 8
 
     def body(self):
         if self.route == "/health":
@@ -226,6 +230,8 @@ SCENARIOS = [
     Scenario("1 observable, 0 ms, static binary", binary=STATIC_RELAY),
     Scenario("10 observables, 0 ms", observables=10),
     Scenario("10 observables, 50 ms", observables=10, latency_ms=50),
+    Scenario("10 observables, 50 ms, one credential", observables=10, latency_ms=50,
+             credentials=1),
     Scenario("both providers, 10 observables, 50 ms", observables=10, latency_ms=50,
              providers=("c1fapp", "cyberscan")),
     Scenario("10 observables, 50 ms, UPSTREAM_MAX_IN_FLIGHT=256", observables=10, latency_ms=50,
@@ -239,10 +245,18 @@ SCENARIOS = [
 ]
 
 # Per request, `observables` domains: each, with probability `repeated`, one
-# of 5 hot values, else a value no other request asks about.
+# of 5 hot values, else a value no other request asks about (a negative
+# `repeated`: the scenario's fixed body); and the next caller's token.
 REPEATED_SCRIPT = r"""
 local counter = 0
+local calls = 0
+local tokens = {%(tokens)s}
 request = function()
+  calls = calls + 1
+  wrk.headers["Authorization"] = "Bearer " .. tokens[calls %% #tokens + 1]
+  if %(repeated)f < 0 then
+    return wrk.format(nil, nil, nil, wrk.body)
+  end
   local items = {}
   for i = 1, %(observables)d do
     counter = counter + 1
@@ -262,11 +276,15 @@ end
 """
 
 
-def wrk(port, path, method, body, headers, duration, repeated=None, observables=1):
+def wrk(port, path, method, body, headers, duration, repeated=None, observables=1, tokens=None):
     lines = [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
     script = WRK_SCRIPT % {"method": method, "body": json.dumps(body), "headers": "\n".join(lines)}
-    if repeated is not None:
-        script += REPEATED_SCRIPT % {"repeated": repeated, "observables": observables}
+    if tokens:
+        script += REPEATED_SCRIPT % {
+            "repeated": -1.0 if repeated is None else repeated,
+            "observables": observables,
+            "tokens": ", ".join(json.dumps(token) for token in tokens),
+        }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     try:
@@ -296,12 +314,15 @@ def run_scenario(scenario, mocks):
         result = wrk(mock.port, "/cifapp/api/", "POST", scenario.body(),
                      {"Content-Type": "application/json"}, DURATION)
         return result, None
-    claims = {}
-    if "c1fapp" in scenario.providers:
-        claims["key"] = "bench-c1fapp-key"
-    if "cyberscan" in scenario.providers:
-        claims.update(api_key="bench-cyberscan-key", host=f"http://127.0.0.1:{mock.port}")
-    headers = {"Authorization": f"Bearer {token(claims)}", "Content-Type": "application/json"}
+    tokens = []
+    for n in range(scenario.credentials):
+        claims = {}
+        if "c1fapp" in scenario.providers:
+            claims["key"] = f"bench-c1fapp-key-{n}"
+        if "cyberscan" in scenario.providers:
+            claims.update(api_key=f"bench-cyberscan-key-{n}", host=f"http://127.0.0.1:{mock.port}")
+        tokens.append(token(claims))
+    headers = {"Authorization": f"Bearer {tokens[0]}", "Content-Type": "application/json"}
     if scenario.binary and not Path(scenario.binary).exists():
         raise RuntimeError(f"{scenario.name}: {scenario.binary} is not built "
                            "(scripts/container-check.sh builds it)")
@@ -311,12 +332,13 @@ def run_scenario(scenario, mocks):
         answer = json.loads(data)
         if status != 200 or "errors" in answer or "data" not in answer:
             raise RuntimeError(f"{scenario.name}: unexpected answer {status} {data[:300]!r}")
-        wrk(relay.port, scenario.route, "POST", scenario.body(), headers, WARMUP)
+        wrk(relay.port, scenario.route, "POST", scenario.body(), headers, WARMUP,
+            scenario.repeated, scenario.observables, tokens)
         calls_before = upstream_calls(relay.port)
         cpu_before = relay.cpu_seconds()
         varied = None if scenario.route == "/health" else scenario.repeated
         result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, DURATION,
-                     varied, scenario.observables)
+                     varied, scenario.observables, tokens)
         cpu = relay.cpu_seconds() - cpu_before
         calls = upstream_calls(relay.port) - calls_before
         stats = {
@@ -352,8 +374,8 @@ def cold_starts(mock, runs=7):
 def soak(mock, seconds):
     """A long run at full load, sampling RSS: memory must level off, not grow."""
     scenario = Scenario("soak", observables=10)
-    headers = {"Authorization": f"Bearer {token({'key': 'bench-c1fapp-key'})}",
-               "Content-Type": "application/json"}
+    tokens = [token({"key": f"bench-c1fapp-key-{n}"}) for n in range(scenario.credentials)]
+    headers = {"Authorization": f"Bearer {tokens[0]}", "Content-Type": "application/json"}
     relay = Relay(mock)
     samples = []
     try:
@@ -366,7 +388,7 @@ def soak(mock, seconds):
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, seconds,
-                     0.0, scenario.observables)
+                     0.0, scenario.observables, tokens)
         stop.set()
         sampler.join()
     finally:
