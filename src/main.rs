@@ -58,17 +58,7 @@ fn serve() -> ExitCode {
         application.run_until(shutdown_signal()).await?;
         Ok::<_, StartupError>(())
     });
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            tracing::error!(%error, "the relay stopped on an error");
-            eprintln!("ctr-relay: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(result, "the relay")
 }
 
 fn jwt(args: &JwtArgs) -> ExitCode {
@@ -146,27 +136,13 @@ fn demo() -> ExitCode {
         upstream.handle.stop(false).await;
         Ok::<_, String>(())
     });
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            tracing::error!(%error, "the demo stopped on an error");
-            eprintln!("ctr-relay: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(result, "the demo")
 }
 
 fn threatbus(args: &ThreatbusArgs) -> ExitCode {
     let settings = match settings() {
         Ok(settings) => settings,
         Err(code) => return code,
-    };
-    let fail = |message: String| {
-        eprintln!("ctr-relay: {message}");
-        ExitCode::FAILURE
     };
     let credentials = match credentials_from(|name| std::env::var(name).ok()) {
         Ok(credentials) => credentials,
@@ -215,26 +191,13 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
         }
         Ok::<_, String>(())
     });
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            tracing::error!(%error, "threatbus mode stopped on an error");
-            fail(error)
-        }
-    }
+    finish(result, "threatbus mode")
 }
 
 fn backbone(args: &BackboneArgs) -> ExitCode {
     let settings = match settings() {
         Ok(settings) => settings,
         Err(code) => return code,
-    };
-    let fail = |message: String| {
-        eprintln!("ctr-relay: {message}");
-        ExitCode::FAILURE
     };
     // Credentials of its own are optional here: requests may carry a token.
     let credentials = match optional_credentials_from(|name| std::env::var(name).ok()) {
@@ -318,13 +281,24 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
         }
         Ok::<_, String>(())
     });
+    finish(result, "backbone mode")
+}
+
+/// A start-up error: said on stderr (logging may not be set up yet).
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ctr-relay: {message}");
+    ExitCode::FAILURE
+}
+
+/// How a mode ended: logged, and on stderr too when it was an error.
+fn finish(result: Result<(), impl std::fmt::Display>, mode: &str) -> ExitCode {
     match result {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            tracing::error!(%error, "backbone mode stopped on an error");
+            tracing::error!(%error, "{mode} stopped on an error");
             fail(error)
         }
     }

@@ -88,37 +88,33 @@ pub(super) async fn handle(
         }
         Incoming::Request(request) => {
             let credentials = match &request.token {
-                Some(token) => match shared.authenticator.verify(token, String::new).await {
-                    Ok(credentials) => credentials,
-                    Err(error) => {
+                Some(token) => shared
+                    .authenticator
+                    .verify(token, String::new)
+                    .await
+                    .map_err(|error| {
                         shared.metrics.auth_failure(error.reason());
-                        let error = RequestError::Auth(error).to_ctim();
-                        return refuse(
-                            shared,
-                            channel,
-                            &delivery,
-                            &request.request_id,
-                            request.reply_topic.as_deref(),
-                            error,
-                        )
-                        .await;
-                    }
-                },
-                None => match &shared.settings.credentials {
-                    Some(credentials) => credentials.clone(),
-                    None => {
-                        let error = RequestError::NoCredentials.to_ctim();
-                        return refuse(
-                            shared,
-                            channel,
-                            &delivery,
-                            &request.request_id,
-                            request.reply_topic.as_deref(),
-                            error,
-                        )
-                        .await;
-                    }
-                },
+                        RequestError::Auth(error)
+                    }),
+                None => shared
+                    .settings
+                    .credentials
+                    .clone()
+                    .ok_or(RequestError::NoCredentials),
+            };
+            let credentials = match credentials {
+                Ok(credentials) => credentials,
+                Err(error) => {
+                    return refuse(
+                        shared,
+                        channel,
+                        &delivery,
+                        &request.request_id,
+                        request.reply_topic.as_deref(),
+                        error.to_ctim(),
+                    )
+                    .await;
+                }
             };
             let providers = shared.providers.for_credentials(&credentials);
             let limit = credentials

@@ -56,15 +56,7 @@ async fn fifty_identical_requests_make_one_upstream_call_and_other_keys_their_ow
     assert_eq!(with("key-a"), 1, "45 identical lookups, one call");
     assert_eq!(with("key-b"), 1, "another credential, its own call");
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::metrics::scrape(&app).await;
     assert!(
         metrics.contains("ctr_relay_upstream_coalesced_total{provider=\"C1fApp\"} 48"),
         "{metrics}"

@@ -7,7 +7,8 @@ use crate::helpers::{
     c1fapp_finds, c1fapp_search, jwk, jwks_serves, observable, rs256_token, spawn_app,
 };
 
-async fn scrape(app: &crate::helpers::TestApp) -> String {
+/// `GET /metrics`, checked to be Prometheus text.
+pub async fn scrape(app: &crate::helpers::TestApp) -> String {
     let response = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]

@@ -135,15 +135,7 @@ async fn refused_tokens_are_counted_by_reason() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::metrics::scrape(&app).await;
     assert!(
         metrics.contains("ctr_relay_auth_failures_total{reason=\"wrong_secret\"} 2"),
         "{metrics}"
