@@ -56,6 +56,7 @@ Environment (see the README's Configuration section):
   PORT, HOST                      where to listen (9090, 0.0.0.0)
   SECRET_KEY                      HS256 key; unset: HS256 tokens are refused
   JWKS_HOSTS, RELAY_AUDIENCE      RS256 tokens: allowed jwks_host values (none: refused), expected aud
+  JWKS_MAX_AGE_SECONDS            how long a fetched key set is trusted (900)
   CTR_ENTITIES_LIMIT              entities of each type per observable and provider (100)
   C1FAPP_API_URL                  the C1fApp endpoint
   UPSTREAM_TIMEOUT_SECONDS        bound on each upstream call (10)
@@ -68,7 +69,8 @@ Environment (see the README's Configuration section):
                                   bounds on one request
   REQUEST_TIMEOUT_SECONDS, REQUEST_MAX_UPSTREAM_BYTES, REQUEST_MAX_RESPONSE_BYTES
                                   one request's deadline and memory budget
-  MAX_HELD_BYTES                  what all requests may hold together
+  MAX_HELD_BYTES, MAX_HELD_BYTES_PER_TENANT
+                                  what all requests, and one tenant's, may hold together
   MAX_UPSTREAM_RESPONSE_BYTES     largest upstream answer read
   RESULT_CACHE_TTL_SECONDS, RESULT_CACHE_MAX_ENTRIES, RESULT_CACHE_MAX_BYTES
                                   the result cache (off unless a TTL is set)

@@ -114,7 +114,8 @@ fn demo() -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         let upstream = ctr_relay::demo::DemoUpstream::start()
             .map_err(|error| format!("the demo services cannot start: {error}"))?;
-        let (settings, secret) = ctr_relay::demo::settings(base, upstream.port)?;
+        let host_given = std::env::var_os("HOST").is_some();
+        let (settings, secret) = ctr_relay::demo::settings(base, upstream.port, host_given)?;
         let token = ctr_relay::demo::token(&secret, upstream.port)?;
         let host = settings.host;
         let application = Application::build(settings)
@@ -170,7 +171,10 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
             snapshot_days: args.snapshot,
             heartbeat: Duration::from_secs(5),
             report_every: Duration::from_secs(60),
-            pool: Arc::new(MemoryPool::new(settings.limits.max_held_bytes)),
+            pool: Arc::new(MemoryPool::with_gauge(
+                &settings.limits,
+                metrics.held_bytes(),
+            )),
             limits: settings.limits.clone(),
             credentials,
             entities_limit: settings.entities_limit,
@@ -257,7 +261,10 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
             topology,
             reply_topic,
             prefetch: args.prefetch,
-            pool: Arc::new(MemoryPool::new(settings.limits.max_held_bytes)),
+            pool: Arc::new(MemoryPool::with_gauge(
+                &settings.limits,
+                metrics.held_bytes(),
+            )),
             limits: settings.limits.clone(),
             credentials,
             entities_limit: settings.entities_limit,

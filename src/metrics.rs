@@ -29,6 +29,7 @@ pub struct Metrics {
     threatbus_events: IntCounterVec,
     backbone_events: IntCounterVec,
     backbone_in_flight: IntGauge,
+    held_bytes: IntGauge,
     auth_failures: IntCounterVec,
     names: Vec<String>,
 }
@@ -140,6 +141,11 @@ impl Metrics {
             "backbone_in_flight",
             "Backbone mode: requests being answered now",
         )?;
+        let held_bytes = IntGauge::new(
+            "held_bytes",
+            "Bytes the requests in flight hold now (upstream answers read, answers kept), \
+             of MAX_HELD_BYTES",
+        )?;
         let mut names = Vec::new();
         let auth_failures = IntCounterVec::new(
             Opts::new(
@@ -152,6 +158,7 @@ impl Metrics {
         register(&registry, &mut names, auth_failures.clone())?;
         register(&registry, &mut names, backbone_events.clone())?;
         register(&registry, &mut names, backbone_in_flight.clone())?;
+        register(&registry, &mut names, held_bytes.clone())?;
         register(&registry, &mut names, threatbus_events.clone())?;
         register(&registry, &mut names, requests.clone())?;
         register(&registry, &mut names, upstream_retries.clone())?;
@@ -182,6 +189,7 @@ impl Metrics {
             threatbus_events,
             backbone_events,
             backbone_in_flight,
+            held_bytes,
             auth_failures,
             names,
         })
@@ -191,6 +199,11 @@ impl Metrics {
     /// whether it has been used yet or not.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The gauge of the bytes the requests in flight hold (the memory pool's).
+    pub fn held_bytes(&self) -> IntGauge {
+        self.held_bytes.clone()
     }
 
     /// A token refused, and why (a fixed label).

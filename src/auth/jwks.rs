@@ -9,13 +9,22 @@
 //! never replaces a good key set, and for a few seconds after one, requests
 //! fail at once. Requests that arrive while a fetch is under way wait for that
 //! fetch, and then decide without fetching again.
+//!
+//! A key set is trusted for a maximum age (`JWKS_MAX_AGE_SECONDS`, shorter
+//! when the host's `Cache-Control: max-age` says so, never under the refetch
+//! interval); then the next token refetches it, so a key the host withdrew
+//! stops being accepted. When that refetch fails, the keys held go on being
+//! used (a host that is down has withdrawn nothing) and the failure is
+//! logged. Only keys fit for RS256 signatures are kept: RSA, and `use`
+//! `sig` and `alg` `RS256` where the key names them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use reqwest::header::CACHE_CONTROL;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::{Mutex, PoisonError};
@@ -46,6 +55,7 @@ pub struct KeyCache {
     hosts: HashMap<String, HostKeys>,
     refetch_interval: Duration,
     failure_backoff: Duration,
+    max_age: Duration,
 }
 
 struct HostKeys {
@@ -57,6 +67,8 @@ struct HostKeys {
 #[derive(Default)]
 struct KeySetState {
     keys: Arc<HashMap<String, DecodingKey>>,
+    /// When `keys` are to be fetched again before they are used.
+    expires: Option<Instant>,
     /// When the last fetch started, and whether it succeeded (until it does,
     /// it counts as failed).
     last_attempt: Option<(Instant, bool)>,
@@ -119,6 +131,7 @@ impl KeyCache {
             hosts,
             refetch_interval: settings.refetch_interval,
             failure_backoff: settings.failure_backoff,
+            max_age: settings.max_age,
         }
     }
 
@@ -145,13 +158,17 @@ impl KeyCache {
             .ok_or(AuthError::WrongJwksHost)?;
         let done = {
             let mut state = entry.state();
-            if let Some(key) = state.keys.get(kid) {
+            let fresh = state
+                .expires
+                .is_some_and(|expires| Instant::now() < expires);
+            if let Some(key) = state.keys.get(kid).filter(|_| fresh) {
                 return Ok(key.clone());
             }
             match state.fetching.clone() {
                 Some(waiting) => Err(waiting),
                 None if !state.may_fetch(self.refetch_interval, self.failure_backoff) => {
-                    return Err(state.refusal());
+                    // Too soon to fetch again: an expired set is still used.
+                    return state.keys.get(kid).cloned().ok_or_else(|| state.refusal());
                 }
                 None => {
                     // The wait before the next fetch counts from now, and
@@ -179,8 +196,13 @@ impl KeyCache {
             .jwks_fetch(entry.host.authority(), fetched.is_ok());
         let mut state = entry.state();
         match fetched {
-            Ok(keys) => {
+            Ok((keys, max_age)) => {
                 state.keys = Arc::new(keys);
+                let age = max_age.unwrap_or(self.max_age).clamp(
+                    self.refetch_interval,
+                    self.max_age.max(self.refetch_interval),
+                );
+                state.expires = Some(Instant::now() + age);
                 if let Some((_, succeeded)) = &mut state.last_attempt {
                     *succeeded = true;
                 }
@@ -188,7 +210,8 @@ impl KeyCache {
             }
             Err(reason) => {
                 tracing::warn!(jwks_host = %entry.host, %reason, "key set fetch failed");
-                Err(AuthError::WrongJwksHost)
+                // The keys held (expired, or lacking this kid) still stand.
+                state.keys.get(kid).cloned().ok_or(AuthError::WrongJwksHost)
             }
         }
     }
@@ -205,10 +228,10 @@ impl KeySetState {
     }
 }
 
-async fn fetch(
-    http: &reqwest::Client,
-    host: &JwksHost,
-) -> Result<HashMap<String, DecodingKey>, String> {
+/// The key set, and how long the host says it may be kept.
+type Fetched = (HashMap<String, DecodingKey>, Option<Duration>);
+
+async fn fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, String> {
     let started = Instant::now();
     let mut response = http
         .get(host.jwks_url().clone())
@@ -216,6 +239,11 @@ async fn fetch(
         .await
         .map_err(|error| format!("request failed: {error}"))?;
     let status = response.status();
+    let max_age = response
+        .headers()
+        .get(CACHE_CONTROL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(max_age);
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
@@ -236,12 +264,30 @@ async fn fetch(
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }
-    parse_key_set(&body)
+    Ok((parse_key_set(&body)?, max_age))
+}
+
+/// How long a `Cache-Control` value lets a response be kept: its `max-age`,
+/// or nothing at all for `no-store` / `no-cache`.
+fn max_age(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|directive| {
+        let directive = directive.trim().to_ascii_lowercase();
+        if directive == "no-store" || directive == "no-cache" {
+            return Some(Duration::ZERO);
+        }
+        let seconds = directive.strip_prefix("max-age=")?;
+        seconds
+            .trim_matches('"')
+            .parse()
+            .ok()
+            .map(Duration::from_secs)
+    })
 }
 
 /// The RSA signing keys of a JWKS document, by `kid`. Keys of other types,
-/// without a `kid`, or that do not parse are skipped; a document without one
-/// usable key is an error.
+/// for another use (`use` other than `sig`) or another algorithm (`alg`
+/// other than `RS256`), without a `kid`, or that do not parse are skipped; a
+/// document without one usable key is an error.
 pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
     let document: KeySetDocument = serde_json::from_slice(body)
         .map_err(|error| format!("the key set {}", json_error(&error)))?;
@@ -250,6 +296,12 @@ pub fn parse_key_set(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String
         .into_iter()
         .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
         .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
+        .filter(|jwk| {
+            matches!(
+                jwk.common.public_key_use,
+                None | Some(PublicKeyUse::Signature)
+            ) && matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::RS256))
+        })
         .filter_map(|jwk| {
             let kid = jwk.common.key_id.clone()?;
             let key = DecodingKey::from_jwk(&jwk).ok()?;
@@ -296,6 +348,30 @@ mod tests {
         ]})))
         .unwrap();
         assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["good"]);
+    }
+
+    #[test]
+    fn only_keys_fit_for_rs256_signatures_are_kept() {
+        let keys = parse_key_set(&body(json!({"keys": [
+            {"kty": "RSA", "n": N, "e": "AQAB", "kid": "enc", "use": "enc"},
+            {"kty": "RSA", "n": N, "e": "AQAB", "kid": "ps", "alg": "PS256"},
+            {"kty": "RSA", "n": N, "e": "AQAB", "kid": "rs512", "alg": "RS512"},
+            {"kty": "RSA", "n": N, "e": "AQAB", "kid": "sig", "use": "sig", "alg": "RS256"}
+        ]})))
+        .unwrap();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["sig"]);
+    }
+
+    #[test]
+    fn cache_control_says_how_long_a_key_set_may_be_kept() {
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(max_age("MAX-AGE=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=soon"), None);
     }
 
     #[test]
@@ -355,6 +431,7 @@ mod tests {
                 hosts: vec![host.clone()],
                 refetch_interval: Duration::from_secs(60),
                 failure_backoff: Duration::from_secs(5),
+                max_age: Duration::from_secs(900),
             };
             let cache = KeyCache::new(&settings, Arc::new(Metrics::new().unwrap()));
             (cache, host, server)

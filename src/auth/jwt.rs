@@ -100,7 +100,9 @@ pub fn unverified_header(token: &str) -> Result<UnverifiedHeader, AuthError> {
 pub struct Checks<'a> {
     pub algorithm: Algorithm,
     /// `Some`: `aud` must be present and equal this (a trailing `/` on either
-    /// side is ignored). `None`: `aud` is not checked.
+    /// side is ignored); an empty audience (no origin to name, as in
+    /// Backbone mode without `RELAY_AUDIENCE`) is named by no token. `None`:
+    /// `aud` is not checked.
     pub audience: Option<&'a str>,
 }
 
@@ -115,6 +117,9 @@ pub fn verify(token: &str, key: &DecodingKey, checks: &Checks<'_>) -> Result<Cla
     match checks.audience {
         Some(audience) => {
             let bare = audience.trim_end_matches('/');
+            if bare.trim().is_empty() {
+                return Err(AuthError::WrongAudience);
+            }
             validation.set_audience(&[bare.to_owned(), format!("{bare}/")]);
             validation.required_spec_claims.insert("aud".to_owned());
         }
@@ -289,6 +294,23 @@ mod tests {
             verify(&without_aud, &key, &expecting("https://relay.example")),
             Err(AuthError::WrongAudience)
         );
+    }
+
+    #[test]
+    fn no_token_names_an_empty_audience() {
+        let key = DecodingKey::from_secret(b"s");
+        for (aud, expected) in [("", ""), ("/", ""), ("", "/"), ("/", " ")] {
+            let token = hs256(json!({"key": "k", "aud": aud}), "s");
+            let checks = Checks {
+                algorithm: Algorithm::HS256,
+                audience: Some(expected),
+            };
+            assert_eq!(
+                verify(&token, &key, &checks),
+                Err(AuthError::WrongAudience),
+                "aud {aud:?} for {expected:?}"
+            );
+        }
     }
 
     #[test]

@@ -67,11 +67,13 @@ pub const VARIABLES: &[&str] = &[
     "REQUEST_MAX_UPSTREAM_BYTES",
     "REQUEST_MAX_RESPONSE_BYTES",
     "MAX_HELD_BYTES",
+    "MAX_HELD_BYTES_PER_TENANT",
     "UPSTREAM_MAX_IN_FLIGHT_PER_HOST",
     "UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL",
     "RESULT_CACHE_MAX_BYTES",
     "UPSTREAM_USER_AGENT",
     "METRICS_PORT",
+    "JWKS_MAX_AGE_SECONDS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +126,9 @@ pub struct RequestLimits {
     /// What all requests in flight may hold together (their upstream bytes
     /// and answers), process-wide.
     pub max_held_bytes: usize,
+    /// What one tenant account (a credential; a machine a caller chose) may
+    /// hold of `max_held_bytes`, so the others always have room.
+    pub max_held_bytes_per_tenant: usize,
 }
 
 /// How the relay talks to its upstreams.
@@ -153,6 +158,10 @@ pub struct UpstreamSettings {
     /// Most calls in flight with one credential, so one tenant cannot take
     /// every place.
     pub max_in_flight_per_credential: usize,
+    /// Private `address:port`s a caller-chosen host may still name when
+    /// `allow_private_hosts` is off: `ctr-relay demo`'s own services, and
+    /// nothing otherwise (no variable sets it).
+    pub private_allowed: Vec<std::net::SocketAddr>,
     /// The `User-Agent` of calls to the providers and JWKS hosts
     /// (`ctr-relay/<version>` unless set): some upstream operators allowlist
     /// by it.
@@ -182,6 +191,10 @@ pub struct JwksSettings {
     /// After a failed fetch, how long requests fail at once without trying
     /// again (five seconds; not configurable from the environment).
     pub failure_backoff: Duration,
+    /// `JWKS_MAX_AGE_SECONDS`: how long a fetched key set is trusted before
+    /// the next token refetches it (shorter if the host's `Cache-Control`
+    /// says so), so a key the host withdrew stops being accepted.
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +228,7 @@ impl Default for Settings {
                 hosts: default_jwks_hosts(),
                 refetch_interval: Duration::from_secs(60),
                 failure_backoff: Duration::from_secs(5),
+                max_age: Duration::from_secs(900),
             },
             relay_audience: None,
             entities_limit: EntitiesLimit::DEFAULT,
@@ -233,6 +247,7 @@ impl Default for Settings {
                 max_in_flight_per_host: 128,
                 max_in_flight_per_credential: 256,
                 user_agent: crate::domain::USER_AGENT.to_owned(),
+                private_allowed: Vec::new(),
             },
             limits: RequestLimits {
                 max_body_bytes: 1024 * 1024,
@@ -242,6 +257,7 @@ impl Default for Settings {
                 max_upstream_bytes: 32 * 1024 * 1024,
                 max_response_bytes: 16 * 1024 * 1024,
                 max_held_bytes: 64 * 1024 * 1024,
+                max_held_bytes_per_tenant: 16 * 1024 * 1024,
             },
             log: LogSettings {
                 filter: "info".to_owned(),
@@ -252,6 +268,42 @@ impl Default for Settings {
             metrics_port: None,
         }
     }
+}
+
+/// Refuses limits that contradict each other: each must leave room for one
+/// largest upstream answer (`MAX_UPSTREAM_RESPONSE_BYTES`), or every large
+/// answer would be refused for ever, and a tenant's share fits in the pool.
+fn agree(limits: &RequestLimits, max_response_bytes: usize) -> Result<(), ConfigError> {
+    let room = [
+        ("REQUEST_MAX_UPSTREAM_BYTES", limits.max_upstream_bytes),
+        ("MAX_HELD_BYTES", limits.max_held_bytes),
+        (
+            "MAX_HELD_BYTES_PER_TENANT",
+            limits.max_held_bytes_per_tenant,
+        ),
+    ];
+    for (variable, bytes) in room {
+        if bytes < max_response_bytes {
+            return Err(ConfigError::new(
+                variable,
+                format!(
+                    "{bytes} is less than MAX_UPSTREAM_RESPONSE_BYTES ({max_response_bytes}): \
+                     no answer of the largest size could ever be read; raise {variable} or \
+                     lower MAX_UPSTREAM_RESPONSE_BYTES"
+                ),
+            ));
+        }
+    }
+    if limits.max_held_bytes_per_tenant > limits.max_held_bytes {
+        return Err(ConfigError::new(
+            "MAX_HELD_BYTES_PER_TENANT",
+            format!(
+                "{} is more than MAX_HELD_BYTES ({}): a tenant's share is part of the pool",
+                limits.max_held_bytes_per_tenant, limits.max_held_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 // The two defaults below parse constants; the unit tests prove they parse.
@@ -293,11 +345,13 @@ struct RawSettings {
     request_max_upstream_bytes: Option<String>,
     request_max_response_bytes: Option<String>,
     max_held_bytes: Option<String>,
+    max_held_bytes_per_tenant: Option<String>,
     upstream_max_in_flight_per_host: Option<String>,
     upstream_max_in_flight_per_credential: Option<String>,
     result_cache_max_bytes: Option<String>,
     upstream_user_agent: Option<String>,
     metrics_port: Option<String>,
+    jwks_max_age_seconds: Option<String>,
 }
 
 impl Settings {
@@ -418,6 +472,12 @@ impl Settings {
                 1..=MAX_BYTES,
             )? as u64,
         };
+        let max_held_bytes = whole(
+            "MAX_HELD_BYTES",
+            raw.max_held_bytes,
+            defaults.limits.max_held_bytes,
+            1..=MAX_HELD,
+        )?;
         let limits = RequestLimits {
             max_body_bytes: whole(
                 "MAX_REQUEST_BYTES",
@@ -454,13 +514,16 @@ impl Settings {
                 defaults.limits.max_response_bytes,
                 1..=MAX_BYTES,
             )?,
-            max_held_bytes: whole(
-                "MAX_HELD_BYTES",
-                raw.max_held_bytes,
-                defaults.limits.max_held_bytes,
+            max_held_bytes,
+            max_held_bytes_per_tenant: whole(
+                "MAX_HELD_BYTES_PER_TENANT",
+                raw.max_held_bytes_per_tenant,
+                // A quarter of the pool, and room for one largest answer.
+                (max_held_bytes / 4).max(max_response_bytes),
                 1..=MAX_HELD,
             )?,
         };
+        agree(&limits, max_response_bytes)?;
         let shutdown_grace = Duration::from_secs(whole(
             "SHUTDOWN_GRACE_SECONDS",
             raw.shutdown_grace_seconds,
@@ -492,6 +555,10 @@ impl Settings {
             secret_key,
             jwks: JwksSettings {
                 hosts: jwks_hosts,
+                max_age: match present("JWKS_MAX_AGE_SECONDS", raw.jwks_max_age_seconds)? {
+                    Some(text) => parse_seconds("JWKS_MAX_AGE_SECONDS", &text)?,
+                    None => defaults.jwks.max_age,
+                },
                 ..defaults.jwks
             },
             relay_audience,
@@ -522,6 +589,7 @@ impl Settings {
                     1..=MAX_IN_FLIGHT,
                 )?,
                 user_agent,
+                private_allowed: Vec::new(),
             },
             limits,
             log: LogSettings { filter, format },

@@ -53,6 +53,7 @@ fn nothing_set_gives_the_documented_defaults() {
     assert_eq!(settings.limits.max_upstream_bytes, 32 * 1024 * 1024);
     assert_eq!(settings.limits.max_response_bytes, 16 * 1024 * 1024);
     assert_eq!(settings.limits.max_held_bytes, 64 * 1024 * 1024);
+    assert_eq!(settings.limits.max_held_bytes_per_tenant, 16 * 1024 * 1024);
     assert_eq!(
         settings.upstream.user_agent,
         format!("ctr-relay/{}", env!("CARGO_PKG_VERSION"))
@@ -106,9 +107,10 @@ fn every_variable_is_read() {
         ("UPSTREAM_MAX_IN_FLIGHT", "64"),
         ("CYBERSCAN_USE_PROXY", "yes"),
         ("REQUEST_TIMEOUT_SECONDS", "20"),
-        ("REQUEST_MAX_UPSTREAM_BYTES", "1000"),
+        ("REQUEST_MAX_UPSTREAM_BYTES", "5000"),
         ("REQUEST_MAX_RESPONSE_BYTES", "2000"),
-        ("MAX_HELD_BYTES", "3000"),
+        ("MAX_HELD_BYTES", "30000"),
+        ("MAX_HELD_BYTES_PER_TENANT", "6000"),
         ("UPSTREAM_MAX_IN_FLIGHT_PER_HOST", "8"),
         ("UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL", "16"),
         ("RESULT_CACHE_MAX_BYTES", "4096"),
@@ -141,9 +143,10 @@ fn every_variable_is_read() {
     assert_eq!(settings.upstream.max_in_flight, 64);
     assert!(settings.upstream.cyberscan_use_proxy);
     assert_eq!(settings.limits.request_timeout, Duration::from_secs(20));
-    assert_eq!(settings.limits.max_upstream_bytes, 1000);
+    assert_eq!(settings.limits.max_upstream_bytes, 5000);
     assert_eq!(settings.limits.max_response_bytes, 2000);
-    assert_eq!(settings.limits.max_held_bytes, 3000);
+    assert_eq!(settings.limits.max_held_bytes, 30000);
+    assert_eq!(settings.limits.max_held_bytes_per_tenant, 6000);
     assert_eq!(settings.upstream.max_in_flight_per_host, 8);
     assert_eq!(settings.upstream.max_in_flight_per_credential, 16);
     assert_eq!(
@@ -369,14 +372,23 @@ fn the_largest_accepted_values_are_accepted_and_one_more_is_not() {
             MAX_CACHE_ENTRIES as usize + 1,
         ),
     ] {
-        assert!(
-            settings(&[(variable, &largest.to_string())]).is_ok(),
-            "{variable}"
-        );
-        let error = settings(&[(variable, &too_large.to_string())]).unwrap_err();
+        // The limits that must leave room for one largest answer, raised too.
+        let room = [
+            ("REQUEST_MAX_UPSTREAM_BYTES", "1073741824"),
+            ("MAX_HELD_BYTES", "1073741824"),
+        ];
+        let largest = largest.to_string();
+        let mut vars = vec![(variable, largest.as_str())];
+        if variable == "MAX_UPSTREAM_RESPONSE_BYTES" {
+            vars.extend(room);
+        }
+        assert!(settings(&vars).is_ok(), "{variable}");
+        let too_large = too_large.to_string();
+        vars[0].1 = &too_large;
+        let error = settings(&vars).unwrap_err();
         assert_eq!(error.variable, variable);
         assert!(
-            error.message.contains(&largest.to_string()),
+            error.message.contains(&largest),
             "the message names the bound: {error}"
         );
     }
@@ -389,5 +401,45 @@ fn a_zero_timeout_is_refused_with_a_message_that_says_why() {
         error.to_string(),
         "invalid configuration: UPSTREAM_TIMEOUT_SECONDS: \"0\" is not a number of seconds \
          from 0.001 to 3600"
+    );
+}
+
+#[test]
+fn limits_that_leave_no_room_for_one_largest_answer_are_refused_naming_both() {
+    for (vars, variable) in [
+        (vec![("MAX_HELD_BYTES", "1000000")], "MAX_HELD_BYTES"),
+        (
+            vec![("MAX_HELD_BYTES_PER_TENANT", "1000000")],
+            "MAX_HELD_BYTES_PER_TENANT",
+        ),
+        (
+            vec![("REQUEST_MAX_UPSTREAM_BYTES", "1000000")],
+            "REQUEST_MAX_UPSTREAM_BYTES",
+        ),
+    ] {
+        let error = settings(&vars).unwrap_err();
+        assert_eq!(error.variable, variable);
+        assert!(
+            error
+                .to_string()
+                .contains("MAX_UPSTREAM_RESPONSE_BYTES (10485760)"),
+            "{error}"
+        );
+    }
+    let error = settings(&[("MAX_HELD_BYTES_PER_TENANT", "100000000")]).unwrap_err();
+    assert_eq!(error.variable, "MAX_HELD_BYTES_PER_TENANT");
+    assert!(
+        error.to_string().contains("MAX_HELD_BYTES (67108864)"),
+        "{error}"
+    );
+    // The default share follows the pool, and leaves room for a largest answer.
+    let settings_of = |vars: &[(&str, &str)]| settings(vars).unwrap().limits;
+    assert_eq!(
+        settings_of(&[("MAX_HELD_BYTES", "268435456")]).max_held_bytes_per_tenant,
+        64 * 1024 * 1024
+    );
+    assert_eq!(
+        settings_of(&[("MAX_HELD_BYTES", "20971520")]).max_held_bytes_per_tenant,
+        10 * 1024 * 1024
     );
 }

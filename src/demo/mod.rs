@@ -7,6 +7,8 @@
 
 mod upstream;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use url::Url;
 
 use crate::auth::sign;
@@ -19,16 +21,30 @@ pub use upstream::DemoUpstream;
 pub const OBSERVABLES: &str =
     r#"[{"type":"ip","value":"198.51.100.7"},{"type":"domain","value":"demo.example.net"}]"#;
 
-/// `base` (the environment's settings, so PORT, HOST and the rest keep their
-/// rules) with a new `SECRET_KEY`, C1fApp at the demo service, and private
-/// CyberScan hosts allowed: the demo's is on loopback. Also the new key.
-pub fn settings(mut base: Settings, upstream_port: u16) -> Result<(Settings, Secret), String> {
+/// `base` (the environment's settings, so PORT and the rest keep their
+/// rules) made safe to try: it listens on loopback unless `HOST` was given
+/// (`host_given`), accepts only its own HS256 token (a new `SECRET_KEY`; no
+/// key-set host, so no XDR token), asks C1fApp at the demo service, and lets
+/// CyberScan reach no private address but the demo service's. Also the key.
+pub fn settings(
+    mut base: Settings,
+    upstream_port: u16,
+    host_given: bool,
+) -> Result<(Settings, Secret), String> {
     let secret = sign::new_secret_key();
+    if !host_given {
+        base.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    }
     base.secret_key = Some(secret.clone());
+    base.jwks.hosts = Vec::new();
     base.upstream.c1fapp_api_url =
         Url::parse(&format!("http://127.0.0.1:{upstream_port}/cifapp/api/"))
             .map_err(|error| error.to_string())?;
-    base.upstream.allow_private_hosts = true;
+    base.upstream.allow_private_hosts = false;
+    base.upstream.private_allowed = vec![SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        upstream_port,
+    )];
     Ok((base, secret))
 }
 
@@ -64,14 +80,27 @@ mod tests {
     #[test]
     fn the_demo_settings_point_at_the_demo_services_with_a_fresh_key() {
         let base = Settings::default();
-        let (a, key) = settings(base.clone(), 4000).unwrap();
-        let (b, _) = settings(base, 4000).unwrap();
+        let (a, key) = settings(base.clone(), 4000, false).unwrap();
+        let (b, _) = settings(base.clone(), 4000, false).unwrap();
         assert_eq!(a.secret_key.as_ref().unwrap().expose(), key.expose());
         assert_eq!(
             a.upstream.c1fapp_api_url.as_str(),
             "http://127.0.0.1:4000/cifapp/api/"
         );
-        assert!(a.upstream.allow_private_hosts);
+        assert!(!a.upstream.allow_private_hosts, "no private host...");
+        assert_eq!(
+            a.upstream.private_allowed,
+            vec!["127.0.0.1:4000".parse::<SocketAddr>().unwrap()],
+            "...but the demo's own services"
+        );
+        assert!(a.jwks.hosts.is_empty(), "no XDR token is accepted");
+        assert_eq!(
+            a.host.to_string(),
+            "127.0.0.1",
+            "loopback unless HOST is given"
+        );
+        let (given, _) = settings(base, 4000, true).unwrap();
+        assert_eq!(given.host.to_string(), "0.0.0.0", "HOST as given");
         assert_ne!(
             a.secret_key.unwrap().expose(),
             b.secret_key.unwrap().expose()

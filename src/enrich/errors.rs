@@ -209,6 +209,13 @@ fn over_budget(limit: Limit) -> CtimError {
                  (MAX_HELD_BYTES); try again shortly"
             ),
         ),
+        Limit::TenantBytes(bytes) => CtimError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "The relay holds its limit of {bytes} bytes for this credential's or this \
+                 host's requests in flight (MAX_HELD_BYTES_PER_TENANT); try again shortly"
+            ),
+        ),
     }
 }
 

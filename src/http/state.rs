@@ -32,8 +32,11 @@ impl AppState {
             limits: settings.limits.clone(),
             providers: ProviderState::new(&settings.upstream, tls.clone(), metrics.clone()),
             keys: Arc::new(KeyCache::new(&settings.jwks, metrics.clone())),
+            pool: Arc::new(MemoryPool::with_gauge(
+                &settings.limits,
+                metrics.held_bytes(),
+            )),
             metrics,
-            pool: Arc::new(MemoryPool::new(settings.limits.max_held_bytes)),
             settings,
             tls,
         })

@@ -26,7 +26,36 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (segments[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (segments[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (segments[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
-                || (segments[0] == 0x2001 && segments[1] == 0x0db8)) // documentation
+                || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
+                || (segments[0] == 0x0064 && segments[1] == 0xff9b && segments[2] == 1)) // NAT64 local-use 64:ff9b:1::/48
+        }
+    }
+}
+
+/// The machine behind an address, as far as an address tells: what a caller
+/// cannot respell. An IPv4 address is one machine, whether written as IPv4,
+/// IPv4-mapped, IPv4-compatible or NAT64 IPv6; an IPv6 address stands for its
+/// /64 network, which one machine can hold whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Machine {
+    V4(Ipv4Addr),
+    /// The upper 64 bits of the address.
+    V6(u64),
+    /// A name the relay does not resolve itself (calls through a proxy,
+    /// `CYBERSCAN_USE_PROXY`): a keyed hash of it, lowercased, without a
+    /// trailing dot.
+    Named(u64),
+}
+
+impl Machine {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => match embedded_v4(v6) {
+                Some(v4) => Self::V4(v4),
+                None if v6.is_loopback() => Self::V4(Ipv4Addr::LOCALHOST),
+                None => Self::V6((v6.to_bits() >> 64) as u64),
+            },
         }
     }
 }
@@ -129,6 +158,8 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
             "2001:db8::1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1",
         ] {
             assert!(!public(address), "{address}");
         }
@@ -145,6 +176,25 @@ mod tests {
         ] {
             assert!(public(address), "{address}");
         }
+    }
+
+    #[test]
+    fn one_machine_however_its_address_is_written() {
+        let machine = |text: &str| Machine::of(text.parse().unwrap());
+        let v4 = machine("127.0.0.1");
+        for same in ["::ffff:127.0.0.1", "::1", "64:ff9b::7f00:1", "::127.0.0.1"] {
+            assert_eq!(machine(same), v4, "{same}");
+        }
+        assert_ne!(machine("127.0.0.2"), v4);
+        assert_eq!(
+            machine("2606:4700:4700::1111"),
+            machine("2606:4700:4700::ffff:1"),
+            "one /64"
+        );
+        assert_ne!(
+            machine("2606:4700:4700::1111"),
+            machine("2606:4700:4701::1")
+        );
     }
 
     #[tokio::test]

@@ -3,8 +3,10 @@
 //!
 //! Keys always include the credential the answer was fetched with, so one
 //! caller never sees another's results. Concurrent lookups of the same key
-//! share one upstream call (request coalescing), cache or not; only
-//! successful answers are kept by the cache. What is cached
+//! share one upstream call (request coalescing, [`Coalescer`]), cache or not;
+//! a follower only ever takes its leader's data or the upstream's own
+//! failure, never the leader's request limits (deadline, budget): then it
+//! looks up itself. Only successful answers are kept by the cache. What is cached
 //! is upstream data, not CTIM: every response is mapped afresh, with its own
 //! transient ids. The cache is bounded by bytes (`RESULT_CACHE_MAX_BYTES`) and
 //! by entries (`RESULT_CACHE_MAX_ENTRIES`): each entry weighs its bytes, and
@@ -32,10 +34,7 @@ type Flight<V> = watch::Receiver<Option<Result<V, ProviderError>>>;
 
 pub struct ResultCache<K, V> {
     cache: Option<Cache<K, V>>,
-    /// Lookups in flight by key, when there is no cache (moka coalesces its
-    /// own). Shared by every worker: a follower waits on a channel, never
-    /// on another runtime's connection.
-    in_flight: Arc<Mutex<HashMap<K, Flight<V>>>>,
+    flights: Coalescer<K, V>,
     provider: ProviderName,
     metrics: Arc<Metrics>,
 }
@@ -44,10 +43,37 @@ impl<K, V> Clone for ResultCache<K, V> {
     fn clone(&self) -> Self {
         Self {
             cache: self.cache.clone(),
+            flights: self.flights.clone(),
+            provider: self.provider,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Lookups in flight by key: concurrent lookups of one key share the first
+/// one's call. Shared by every worker: a follower waits on a channel, never
+/// on another runtime's connection.
+pub struct Coalescer<K, V> {
+    in_flight: Arc<Mutex<HashMap<K, Flight<V>>>>,
+    provider: ProviderName,
+    metrics: Arc<Metrics>,
+}
+
+impl<K, V> Clone for Coalescer<K, V> {
+    fn clone(&self) -> Self {
+        Self {
             in_flight: self.in_flight.clone(),
             provider: self.provider,
             metrics: self.metrics.clone(),
         }
+    }
+}
+
+impl<K, V> std::fmt::Debug for Coalescer<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalescer")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +166,7 @@ where
         });
         Self {
             cache,
-            in_flight: Arc::default(),
+            flights: Coalescer::new(provider, metrics.clone()),
             provider,
             metrics,
         }
@@ -150,9 +176,9 @@ where
         self.cache.is_some()
     }
 
-    /// The cached answer for `key`, or the result of `fetch` (kept when it
-    /// succeeded). Without a cache, the answer of a lookup of `key` already
-    /// in flight, or of `fetch`. `scope` bounds how long a follower waits.
+    /// The cached answer for `key`, or the answer of a lookup of `key`
+    /// already in flight, or the result of `fetch` (kept when it succeeded).
+    /// `scope` bounds how long a follower waits.
     pub async fn get_or_fetch(
         &self,
         key: K,
@@ -160,30 +186,42 @@ where
         fetch: impl Future<Output = Result<V, ProviderError>>,
     ) -> Result<V, ProviderError> {
         let Some(cache) = &self.cache else {
-            return self.coalesced(key, scope, fetch).await;
+            return self.flights.run(key, scope, fetch).await;
         };
         if let Some(value) = cache.get(&key).await {
             self.metrics.cache_lookup(self.provider.as_str(), true);
             return Ok(value);
         }
         self.metrics.cache_lookup(self.provider.as_str(), false);
-        // Boxed: the cache's future is large, and without a cache it is not needed.
-        Box::pin(cache.try_get_with(key, fetch))
-            .await
-            .map_err(|error| (*error).clone())
+        let keep = key.clone();
+        // Boxed: the cache's futures are large, and without a cache not needed.
+        Box::pin(self.flights.run(key, scope, async move {
+            let value = fetch.await?;
+            cache.insert(keep, value.clone()).await;
+            Ok(value)
+        }))
+        .await
     }
 }
 
-impl<K, V> ResultCache<K, V>
+impl<K, V> Coalescer<K, V>
 where
     K: Clone + Hash + Eq,
     V: Clone,
 {
+    pub fn new(provider: ProviderName, metrics: Arc<Metrics>) -> Self {
+        Self {
+            in_flight: Arc::default(),
+            provider,
+            metrics,
+        }
+    }
+
     /// Leads the lookup of `key` (runs `fetch`, then hands its result to
     /// those who waited), or follows the one in flight. A follower whose
     /// leader was cancelled, or met its own request's deadline or budget,
     /// tries again: it leads, or follows a newer leader.
-    async fn coalesced(
+    pub async fn run(
         &self,
         key: K,
         scope: &Scope,
@@ -270,7 +308,7 @@ mod tests {
     fn scope() -> Scope {
         Scope::new(
             &crate::config::Settings::default().limits,
-            Arc::new(crate::providers::scope::MemoryPool::new(1 << 20)),
+            Arc::new(crate::providers::scope::MemoryPool::new(1 << 20, 1 << 20)),
         )
     }
 
@@ -333,88 +371,119 @@ mod tests {
         assert_eq!(answers, (0..5).map(Ok).collect::<Vec<_>>());
         assert_eq!(calls.load(Ordering::SeqCst), 5);
         assert!(
-            cache.in_flight.lock().unwrap().is_empty(),
+            cache.flights.in_flight.lock().unwrap().is_empty(),
             "nothing left in flight"
         );
     }
 
-    #[tokio::test]
-    async fn a_follower_looks_up_itself_when_its_leader_is_cancelled_or_meets_its_own_deadline() {
-        let cache = cache(None);
-        let calls = AtomicUsize::new(0);
+    fn coalesced(cache: &ResultCache<String, u32>) -> u64 {
+        let text = cache.metrics.render().unwrap();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(r#"ctr_relay_upstream_coalesced_total{provider="C1fApp"} "#)
+            })
+            .map_or(0, |count| count.parse().unwrap())
+    }
+
+    /// The leader starts at once and ends with `leader`; the follower asks
+    /// for the same key 10 ms later, while the leader is still in flight.
+    async fn lead_and_follow(
+        cache: &ResultCache<String, u32>,
+        calls: &AtomicUsize,
+        leader: impl Future<Output = Result<u32, ProviderError>>,
+    ) -> Result<u32, ProviderError> {
         let scope = scope();
-        // The leader is dropped mid-way (its caller went away).
-        let leader = cache.get_or_fetch(
-            "k".to_owned(),
-            &scope,
-            slow(&calls, Duration::from_secs(60), Ok(1)),
-        );
-        let follower = cache.get_or_fetch(
-            "k".to_owned(),
-            &scope,
-            slow(&calls, Duration::from_millis(10), Ok(2)),
-        );
-        let answer = tokio::select! {
-            _ = tokio::time::timeout(Duration::from_millis(50), leader) => {
-                // The leader gave up; the follower goes on alone.
-                follower.await
-            }
-        };
-        assert_eq!(answer, Ok(2));
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-
-        // A leader that met its request's deadline: the follower does not
-        // take that error over.
-        let calls = AtomicUsize::new(0);
-        let deadline = ProviderError::Deadline {
-            provider: ProviderName::C1fApp,
-            after: Duration::from_secs(1),
-        };
-        let (first, second) = tokio::join!(
-            cache.get_or_fetch(
-                "d".to_owned(),
-                &scope,
-                slow(&calls, Duration::from_millis(50), Err(deadline))
-            ),
-            async {
+        let (_, follower) =
+            tokio::join!(cache.get_or_fetch("k".to_owned(), &scope, leader), async {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 cache
                     .get_or_fetch(
-                        "d".to_owned(),
+                        "k".to_owned(),
                         &scope,
-                        slow(&calls, Duration::from_millis(10), Ok(3)),
+                        slow(calls, Duration::from_millis(10), Ok(2)),
                     )
                     .await
-            }
-        );
-        assert!(first.is_err());
-        assert_eq!(second, Ok(3));
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+            });
+        follower
+    }
 
-        // An upstream failure is shared: it is the upstream's answer.
-        let calls = AtomicUsize::new(0);
-        let failure = ProviderError::Interrupted {
-            provider: ProviderName::C1fApp,
-        };
-        let (first, second) = tokio::join!(
-            cache.get_or_fetch(
-                "e".to_owned(),
-                &scope,
-                slow(&calls, Duration::from_millis(50), Err(failure.clone()))
-            ),
-            async {
+    #[tokio::test]
+    async fn a_follower_looks_up_itself_when_its_leader_is_cancelled() {
+        for ttl in [None, Some(Duration::from_secs(60))] {
+            let cache = cache(ttl);
+            let calls = AtomicUsize::new(0);
+            let scope = scope();
+            // The leader's caller goes away after 50 ms; the follower has
+            // been waiting on it since 10 ms.
+            let leader = tokio::time::timeout(
+                Duration::from_millis(50),
+                cache.get_or_fetch(
+                    "k".to_owned(),
+                    &scope,
+                    slow(&calls, Duration::from_secs(60), Ok(1)),
+                ),
+            );
+            let follower = async {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 cache
                     .get_or_fetch(
-                        "e".to_owned(),
+                        "k".to_owned(),
                         &scope,
-                        slow(&calls, Duration::from_millis(10), Ok(3)),
+                        slow(&calls, Duration::from_millis(10), Ok(2)),
                     )
                     .await
+            };
+            let (leader, follower) = tokio::join!(leader, follower);
+            assert!(leader.is_err(), "the leader was cancelled");
+            assert_eq!(follower, Ok(2), "ttl {ttl:?}");
+            assert_eq!(calls.load(Ordering::SeqCst), 2);
+            assert_eq!(coalesced(&cache), 1, "the follower did follow first");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_does_not_take_over_its_leaders_deadline_or_budget() {
+        let limits = [
+            ProviderError::Deadline {
+                provider: ProviderName::C1fApp,
+                after: Duration::from_secs(1),
+            },
+            ProviderError::OverBudget {
+                provider: ProviderName::C1fApp,
+                limit: crate::providers::scope::Limit::TenantBytes(1),
+            },
+        ];
+        for ttl in [None, Some(Duration::from_secs(60))] {
+            for limit in &limits {
+                let cache = cache(ttl);
+                let calls = AtomicUsize::new(0);
+                let leader = slow(&calls, Duration::from_millis(50), Err(limit.clone()));
+                let follower = lead_and_follow(&cache, &calls, leader).await;
+                assert_eq!(follower, Ok(2), "ttl {ttl:?}, {limit:?}");
+                assert_eq!(calls.load(Ordering::SeqCst), 2);
+                assert_eq!(coalesced(&cache), 1, "the follower did follow first");
             }
-        );
-        assert_eq!((first, second), (Err(failure.clone()), Err(failure)));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_shares_its_leaders_data_and_the_upstreams_failures() {
+        for ttl in [None, Some(Duration::from_secs(60))] {
+            let cache = cache(ttl);
+            let calls = AtomicUsize::new(0);
+            let leader = slow(&calls, Duration::from_millis(50), Ok(1));
+            assert_eq!(lead_and_follow(&cache, &calls, leader).await, Ok(1));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+            let cache = self::cache(ttl);
+            let calls = AtomicUsize::new(0);
+            let failure = ProviderError::Interrupted {
+                provider: ProviderName::C1fApp,
+            };
+            let leader = slow(&calls, Duration::from_millis(50), Err(failure.clone()));
+            assert_eq!(lead_and_follow(&cache, &calls, leader).await, Err(failure));
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "ttl {ttl:?}");
+        }
     }
 
     #[tokio::test]

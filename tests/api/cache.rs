@@ -182,3 +182,35 @@ async fn cyberscan_answers_are_cached_too() {
         "refer reuses the cached domain answer"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_cyberscan_answer_is_not_cached() {
+    let app = cached_app(Duration::from_secs(60)).await;
+    cyberscan_issues_tokens(&app, 1).await;
+    wiremock::Mock::given(method("GET"))
+        .and(path("/api/v1/vulnerabilities/ip/192.0.2.10"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&app.cyberscan)
+        .await;
+    cyberscan_answers(
+        &app,
+        "/vulnerabilities/ip/192.0.2.10",
+        json!({"vulnerabilities": [vulnerability("OpenSSH", "")]}),
+        1,
+    )
+    .await;
+    let first = app
+        .post_json_with("/observe/observables", &app.cyberscan_token(), &one_ip())
+        .await;
+    assert!(first["errors"][0]["message"].is_string(), "{first}");
+    let second = app
+        .post_json_with("/observe/observables", &app.cyberscan_token(), &one_ip())
+        .await;
+    assert_eq!(
+        second["data"]["sightings"]["count"], 1,
+        "asked again: {second}"
+    );
+}

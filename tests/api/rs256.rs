@@ -435,3 +435,85 @@ async fn the_configured_user_agent_reaches_every_upstream() {
         }
     }
 }
+
+/// The key set holds `first` for one fetch, then `then` for every later one.
+async fn key_set_changes(app: &TestApp, first: ResponseTemplate, then: Vec<Value>) {
+    Mock::given(method("GET"))
+        .and(path("/.well-known/jwks"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.jwks)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/.well-known/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": then})))
+        .mount(&app.jwks)
+        .await;
+}
+
+#[tokio::test]
+async fn a_key_the_host_withdrew_is_refused_once_the_key_set_is_past_its_age() {
+    let app = spawn_app_with(|settings| {
+        settings.jwks.refetch_interval = Duration::from_millis(100);
+        settings.jwks.max_age = Duration::from_millis(300);
+    })
+    .await;
+    let both = json!({"keys": [jwk("relay-test-key"), jwk("other-test-key")]});
+    key_set_changes(
+        &app,
+        ResponseTemplate::new(200).set_body_json(both),
+        vec![jwk("other-test-key")],
+    )
+    .await;
+    c1fapp_finds(&app, "192.0.2.10", json!([]), 2).await;
+    assert_eq!(observe(&app, &token(&app)).await, json!({"data": {}}));
+    assert_eq!(
+        observe(&app, &token(&app)).await,
+        json!({"data": {}}),
+        "the set is fresh: no fetch"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        observe(&app, &token(&app)).await,
+        refused("kid from JWT header not found in API response")
+    );
+    assert_eq!(app.jwks.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_shorter_cache_control_max_age_wins_and_a_failed_refetch_keeps_the_keys() {
+    let app = spawn_app_with(|settings| {
+        settings.jwks.refetch_interval = Duration::from_millis(100);
+        settings.jwks.max_age = Duration::from_secs(3600);
+    })
+    .await;
+    let keys = json!({"keys": [jwk("relay-test-key")]});
+    // max-age=0: refetch at the next token past the refetch interval, which
+    // finds the host down; the keys held stay in use.
+    Mock::given(method("GET"))
+        .and(path("/.well-known/jwks"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("cache-control", "public, max-age=0")
+                .set_body_json(keys),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.jwks)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/.well-known/jwks"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&app.jwks)
+        .await;
+    c1fapp_finds(&app, "192.0.2.10", json!([]), 2).await;
+    assert_eq!(observe(&app, &token(&app)).await, json!({"data": {}}));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(observe(&app, &token(&app)).await, json!({"data": {}}));
+    assert_eq!(
+        app.jwks.received_requests().await.unwrap().len(),
+        2,
+        "refetched, as max-age said"
+    );
+}

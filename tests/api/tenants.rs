@@ -36,8 +36,12 @@ async fn a_stalling_host_chosen_by_one_tenant_does_not_slow_another() {
         settings.limits.lookup_concurrency = 8;
     })
     .await;
-    // Tenant A's CyberScan hands out tokens, then never answers a lookup.
-    let stalling = MockServer::start().await;
+    // Tenant A's CyberScan hands out tokens, then never answers a lookup; it
+    // is another machine than tenant B's (127.0.0.1).
+    let stalling = MockServer::builder()
+        .listener(std::net::TcpListener::bind("127.0.0.2:0").unwrap())
+        .start()
+        .await;
     Mock::given(method("POST"))
         .and(path("/api/v1/token"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "a"})))

@@ -240,7 +240,7 @@ async fn start_relay_with(
             lookup_concurrency: 4,
             ..Settings::default().limits
         },
-        pool: Arc::new(MemoryPool::new(64 * 1024 * 1024)),
+        pool: Arc::new(MemoryPool::new(64 * 1024 * 1024, 16 * 1024 * 1024)),
         queue: 1024,
         credentials: Credentials {
             c1fapp: Some(C1fAppCredentials {

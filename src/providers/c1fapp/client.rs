@@ -13,7 +13,7 @@ use crate::domain::{EntitiesLimit, Observable, ObservableType, ProviderName, Sec
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
 use crate::providers::cache::ResultCache;
-use crate::providers::scope::{Allowance, Metered, Scope};
+use crate::providers::scope::{Allowance, Metered, Scope, Tenant};
 use crate::providers::upstream::{self, Endpoint, Gate};
 use crate::providers::{Capability, ProviderError, truncated};
 
@@ -34,8 +34,6 @@ const HEALTH_PROBE: &str = "test.com";
 #[derive(Debug)]
 pub struct C1fAppState {
     settings: UpstreamSettings,
-    /// `host[:port]` of the configured endpoint.
-    host: String,
     metrics: Arc<Metrics>,
     /// Answers by (API key, value), when the result cache is on.
     cache: ResultCache<(Secret, String), Arc<Vec<u8>>>,
@@ -46,7 +44,6 @@ impl C1fAppState {
     pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Self {
         Self {
             settings: settings.clone(),
-            host: settings.c1fapp_api_url.authority().to_owned(),
             cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
             // The operator chose the one endpoint: no places per host.
             gate: Gate::new(settings, false),
@@ -95,7 +92,7 @@ impl C1fApp {
     ) -> Result<Entities, ProviderError> {
         let body = self.answer(key, &observable.value, scope).await?;
         let records = parse(&body)?;
-        let allowance = Metered::new(scope.budget());
+        let allowance = Metered::new(scope.budget(), Some(self.tenant(key)));
         mapping::entities(observable, &records, limit, &allowance, &mut RandomIds)
             .map_err(|_| truncated(PROVIDER, &allowance))
     }
@@ -111,13 +108,21 @@ impl C1fApp {
         let records = parse(&body)?;
         let mut verdicts = Verdicts::default();
         if let Some(verdict) = mapping::verdict(observable, &records, limit) {
-            let allowance = Metered::new(scope.budget());
+            let allowance = Metered::new(scope.budget(), Some(self.tenant(key)));
             if !allowance.allow(verdict.json_size()) {
                 return Err(truncated(PROVIDER, &allowance));
             }
             verdicts.verdicts.0.push(verdict);
         }
         Ok(verdicts)
+    }
+
+    /// Whose share of the memory pool the answers for `key` take.
+    fn tenant(&self, key: &Secret) -> Tenant {
+        Tenant {
+            credential: self.state.gate.credential(key),
+            machine: None,
+        }
     }
 
     /// C1fApp's answer for `value`, from the result cache when it is on (the
@@ -171,7 +176,6 @@ impl C1fApp {
             provider: PROVIDER,
             metrics: &state.metrics,
             gate: &state.gate,
-            host: &state.host,
             credential: state.gate.credential(key),
             configured: url,
             operation,

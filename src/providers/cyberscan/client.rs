@@ -22,8 +22,8 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls, json_error};
 use crate::providers::address::{PublicOnlyResolver, is_public};
-use crate::providers::cache::ResultCache;
-use crate::providers::scope::{Allowance, Metered, Scope};
+use crate::providers::cache::{Coalescer, ResultCache};
+use crate::providers::scope::{Allowance, Metered, Scope, Tenant};
 use crate::providers::upstream::{self, Endpoint, Gate, UpstreamResponse};
 use crate::providers::{Capability, ProviderError, truncated};
 
@@ -41,6 +41,8 @@ type TokenKey = (Url, Secret);
 pub struct CyberScanState {
     settings: UpstreamSettings,
     tokens: Cache<TokenKey, Secret>,
+    /// Token calls in flight: concurrent requests share one.
+    token_calls: Coalescer<TokenKey, Secret>,
     metrics: Arc<Metrics>,
     /// GET bodies by (URL, API key), when the result cache is on.
     cache: ResultCache<(Url, Secret), Arc<Vec<u8>>>,
@@ -63,6 +65,7 @@ impl CyberScanState {
                 .max_capacity(TOKEN_CACHE_CAPACITY)
                 .time_to_idle(TOKEN_IDLE_TIME)
                 .build(),
+            token_calls: Coalescer::new(PROVIDER, metrics.clone()),
             cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
             // The caller chooses the host: each host has places of its own.
             gate: Gate::new(settings, true),
@@ -130,10 +133,11 @@ impl CyberScan {
                 &["vulnerabilities", "ip", &ip],
                 "vulnerabilities",
                 scope,
+                |body| mapping::vulnerabilities(body).map(drop),
             )
             .await?;
         let found = mapping::vulnerabilities(&body).map_err(malformed)?;
-        let allowance = Metered::new(scope.budget());
+        let allowance = Metered::new(scope.budget(), Some(self.tenant(credentials)));
         let mut entities = Entities::default();
         entities.sightings.0 = mapping::sightings(
             observable,
@@ -159,11 +163,13 @@ impl CyberScan {
         };
         let kind = observable.kind.as_str();
         let body = self
-            .get(credentials, &[kind, segment], "details", scope)
+            .get(credentials, &[kind, segment], "details", scope, |body| {
+                mapping::details_page(body).map(drop)
+            })
             .await?;
         let page = mapping::details_page(&body).map_err(malformed)?;
         let reference = mapping::reference(observable, page);
-        let allowance = Metered::new(scope.budget());
+        let allowance = Metered::new(scope.budget(), Some(self.tenant(credentials)));
         if !allowance.allow(reference.json_size()) {
             return Err(truncated(PROVIDER, &allowance));
         }
@@ -197,7 +203,9 @@ impl CyberScan {
         match observable.kind {
             ObservableType::Domain => {
                 let body = self
-                    .get(credentials, &["domain", segment], "domain", scope)
+                    .get(credentials, &["domain", segment], "domain", scope, |body| {
+                        mapping::resolved_ip(body).map(drop)
+                    })
                     .await?;
                 mapping::resolved_ip(&body).map_err(malformed)
             }
@@ -205,22 +213,28 @@ impl CyberScan {
         }
     }
 
-    /// The body of a GET, from the result cache when it holds it.
+    /// The body of a GET, from the result cache when it holds it. The cache
+    /// keeps only answers that pass `check` (the caller's own reading of
+    /// them): a malformed answer is an error each time, never a cached one.
     async fn get(
         &self,
         credentials: &CyberScanCredentials,
         segments: &[&str],
         operation: &'static str,
         scope: &Scope,
+        check: fn(&[u8]) -> Result<(), String>,
     ) -> Result<Arc<Vec<u8>>, ProviderError> {
         let url = endpoint_url(&credentials.api, segments);
         let key = (url.clone(), credentials.api_key.clone());
+        let cached = self.state.cache.enabled();
         self.state
             .cache
             .get_or_fetch(key, scope, async {
-                self.fetch(credentials, &url, operation, scope)
-                    .await
-                    .map(Arc::new)
+                let body = self.fetch(credentials, &url, operation, scope).await?;
+                if cached {
+                    check(&body).map_err(malformed)?;
+                }
+                Ok(Arc::new(body))
             })
             .await
     }
@@ -273,19 +287,24 @@ impl CyberScan {
     }
 
     /// The cached token for these credentials, or a new one. Concurrent
-    /// requests for the same credentials share one token call.
+    /// requests for the same credentials share one token call; one whose
+    /// leader met its own request's limits makes its own.
     async fn token(
         &self,
         credentials: &CyberScanCredentials,
         scope: &Scope,
     ) -> Result<Secret, ProviderError> {
-        // Boxed: the cache's future is large and is rarely more than a lookup.
-        Box::pin(self.state.tokens.try_get_with(
-            token_key(credentials),
-            self.authenticate(credentials, scope),
-        ))
+        let key = token_key(credentials);
+        if let Some(token) = self.state.tokens.get(&key).await {
+            return Ok(token);
+        }
+        // Boxed: the token call's future is large and rarely needed.
+        Box::pin(self.state.token_calls.run(key.clone(), scope, async {
+            let token = self.authenticate(credentials, scope).await?;
+            self.state.tokens.insert(key, token.clone()).await;
+            Ok(token)
+        }))
         .await
-        .map_err(|error| (*error).clone())
     }
 
     /// Drops `rejected` from the cache, unless another request already
@@ -344,8 +363,15 @@ impl CyberScan {
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
             _ => None,
         };
+        let port = credentials.api.port_or_known_default().unwrap_or(0);
+        let excepted = |ip: IpAddr| {
+            self.state
+                .settings
+                .private_allowed
+                .contains(&std::net::SocketAddr::new(ip, port))
+        };
         match literal {
-            Some(ip) if !is_public(ip) => {
+            Some(ip) if !is_public(ip) && !excepted(ip) => {
                 tracing::warn!(%ip, "refused: the CyberScan host is not a public address");
                 Err(ProviderError::NotPublic {
                     provider: PROVIDER,
@@ -353,6 +379,15 @@ impl CyberScan {
                 })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Whose share of the memory pool the answers for `credentials` take
+    /// (the machine's share is charged as the bytes are read).
+    fn tenant(&self, credentials: &CyberScanCredentials) -> Tenant {
+        Tenant {
+            credential: self.state.gate.credential(&credentials.api_key),
+            machine: None,
         }
     }
 
@@ -366,11 +401,7 @@ impl CyberScan {
             provider: PROVIDER,
             metrics: &self.state.metrics,
             gate: &self.state.gate,
-            host: credentials.api.authority(),
-            credential: self
-                .state
-                .gate
-                .credential((&credentials.api, &credentials.api_key)),
+            credential: self.state.gate.credential(&credentials.api_key),
             configured: &credentials.api,
             operation,
             scope,

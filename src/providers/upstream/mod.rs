@@ -13,11 +13,11 @@ use reqwest::{Client, Method, Request, RequestBuilder, StatusCode};
 use url::Url;
 
 pub use gate::Gate;
-use gate::RateLimited;
+use gate::{RateLimited, Unresolved};
 
 use super::ProviderError;
-use super::address::NotPublic;
-use super::scope::Scope;
+use super::address::{Machine, NotPublic};
+use super::scope::{Scope, Tenant};
 use crate::config::UpstreamSettings;
 use crate::domain::ProviderName;
 use crate::metrics::Metrics;
@@ -40,6 +40,10 @@ pub const MIN_MASKED_CHARS: usize = 8;
 
 /// How much of a 429 answer is kept to repeat while the credential waits.
 const RATE_LIMITED_BODY_BYTES: usize = 4096;
+
+/// The most room reserved for a body before its bytes arrive, whatever
+/// length it declares: a declared length is a promise, not bytes.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
 /// A builder for one runtime's client to an upstream: the relay's outbound
 /// policy (TLS, no redirects, the call timeout) and User-Agent, with pooled
@@ -89,11 +93,12 @@ pub struct Endpoint<'a> {
     pub provider: ProviderName,
     pub metrics: &'a Metrics,
     pub gate: &'a Gate,
-    /// `host[:port]` of the call: the key of per-host places and rate limits.
-    pub host: &'a str,
-    /// [`Gate::credential`] of the credential the call is made with.
+    /// [`Gate::credential`] of the credential the call is made with (never
+    /// with the URL it goes to: a tenant cannot respell it).
     pub credential: u64,
-    /// What is shown in a connection error ("validate the configured API endpoint").
+    /// The API address: its host's machine keys per-host places, rate
+    /// limits and memory; shown in a connection error ("validate the
+    /// configured API endpoint").
     pub configured: &'a Url,
     /// A short name for logs: `search`, `token`, `vulnerabilities`, …
     pub operation: &'static str,
@@ -106,6 +111,8 @@ pub struct Endpoint<'a> {
 struct Budgeted {
     /// The earlier of the call's own timeout and the request's deadline.
     ends: Instant,
+    /// The call's own timeout (`UPSTREAM_TIMEOUT_SECONDS`).
+    timeout: Duration,
     /// Whether the request's deadline (rather than `UPSTREAM_TIMEOUT_SECONDS`)
     /// is what ends it.
     by_request: bool,
@@ -118,6 +125,7 @@ impl Budgeted {
         let deadline = endpoint.scope.deadline();
         Self {
             ends: own.min(deadline),
+            timeout,
             by_request: deadline < own,
         }
     }
@@ -158,10 +166,8 @@ pub async fn send(
 ) -> Result<UpstreamResponse, ProviderError> {
     let budget = Budgeted::new(endpoint, settings.timeout);
     let expired = || budget.expired(endpoint, settings.timeout);
-    if let Some(limited) = endpoint
-        .gate
-        .rate_limited(endpoint.host, endpoint.credential)
-    {
+    let machine = machine(endpoint, budget).await?;
+    if let Some(limited) = endpoint.gate.rate_limited(machine, endpoint.credential) {
         tracing::info!(
             provider = %endpoint.provider,
             operation = endpoint.operation,
@@ -190,12 +196,16 @@ pub async fn send(
     // Waiting for places counts against the time.
     let _places = tokio::time::timeout(
         budget.remaining(),
-        endpoint.gate.places(endpoint.host, endpoint.credential),
+        endpoint.gate.places(machine, endpoint.credential),
     )
     .await
     .map_err(|_| expired())?
     .ok_or_else(expired)?;
 
+    let tenant = Tenant {
+        credential: endpoint.credential,
+        machine,
+    };
     let retry = if idempotent {
         request.try_clone()
     } else {
@@ -208,7 +218,7 @@ pub async fn send(
     // Boxed: two inline calls would lay out two copies of the (large) HTTP
     // future in every lookup's state, for calls that are mostly never retried.
     let first = Box::pin(attempt(
-        endpoint, &client, request, remaining, budget, settings,
+        endpoint, tenant, &client, request, remaining, budget, settings,
     ))
     .await;
     let result = match retry {
@@ -229,7 +239,7 @@ pub async fn send(
                     .upstream_retry(endpoint.provider.as_str(), endpoint.operation);
                 tokio::time::sleep(pause).await;
                 Box::pin(attempt(
-                    endpoint, &client, again, remaining, budget, settings,
+                    endpoint, tenant, &client, again, remaining, budget, settings,
                 ))
                 .await
             }
@@ -238,7 +248,7 @@ pub async fn send(
     };
     if let Ok(response) = &result {
         if response.status == StatusCode::TOO_MANY_REQUESTS {
-            remember_rate_limit(endpoint, response);
+            remember_rate_limit(endpoint, machine, response);
         }
     }
     result
@@ -258,7 +268,39 @@ fn worth_retrying(result: &Result<UpstreamResponse, ProviderError>) -> bool {
     }
 }
 
-fn remember_rate_limit(endpoint: Endpoint<'_>, response: &UpstreamResponse) {
+/// The machine of the API address's host, when the caller chose it, within
+/// the call's time.
+async fn machine(
+    endpoint: Endpoint<'_>,
+    budget: Budgeted,
+) -> Result<Option<Machine>, ProviderError> {
+    let resolved = tokio::time::timeout(
+        budget.remaining(),
+        endpoint.gate.machine(endpoint.configured),
+    )
+    .await;
+    match resolved {
+        Ok(Ok(machine)) => Ok(machine),
+        Ok(Err(Unresolved::NotPublic(host))) => {
+            tracing::warn!(host, "refused: the host resolves to no public address");
+            Err(ProviderError::NotPublic {
+                provider: endpoint.provider,
+                host,
+            })
+        }
+        Ok(Err(Unresolved::Failed)) => Err(ProviderError::Connect {
+            provider: endpoint.provider,
+            url: endpoint.configured.clone(),
+        }),
+        Err(_) => Err(budget.expired(endpoint, budget.timeout)),
+    }
+}
+
+fn remember_rate_limit(
+    endpoint: Endpoint<'_>,
+    machine: Option<Machine>,
+    response: &UpstreamResponse,
+) {
     let wait = response
         .retry_after
         .as_deref()
@@ -273,7 +315,7 @@ fn remember_rate_limit(endpoint: Endpoint<'_>, response: &UpstreamResponse) {
     );
     let body = response.body[..response.body.len().min(RATE_LIMITED_BODY_BYTES)].to_vec();
     endpoint.gate.remember(
-        endpoint.host,
+        machine,
         endpoint.credential,
         RateLimited {
             until: Instant::now() + wait,
@@ -302,6 +344,7 @@ fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// Logged and counted on its own, so a retried call shows as two.
 async fn attempt(
     endpoint: Endpoint<'_>,
+    tenant: Tenant,
     client: &Client,
     mut request: Request,
     timeout: Duration,
@@ -310,7 +353,7 @@ async fn attempt(
 ) -> Result<UpstreamResponse, ProviderError> {
     let started = Instant::now();
     *request.timeout_mut() = Some(timeout);
-    let result = exchange(endpoint, client, request, budget, settings).await;
+    let result = exchange(endpoint, tenant, client, request, budget, settings).await;
     let elapsed = started.elapsed();
     endpoint.metrics.upstream_call(
         endpoint.provider.as_str(),
@@ -343,6 +386,7 @@ async fn attempt(
 
 async fn exchange(
     endpoint: Endpoint<'_>,
+    tenant: Tenant,
     client: &Client,
     request: Request,
     budget: Budgeted,
@@ -369,24 +413,21 @@ async fn exchange(
         limit,
     };
     let request_budget = endpoint.scope.budget();
+    // A declared length over the limit is refused unread; any other is only
+    // a hint: bytes are charged as they arrive, never as announced.
     let declared = response.content_length();
-    let count_chunks = declared.is_none();
-    let mut body = match declared {
-        Some(length) if length > limit as u64 => return Err(too_large()),
-        Some(length) => {
-            // Counted whole before reading: an answer that cannot fit is not read.
-            request_budget.read(length as usize).map_err(over_budget)?;
-            Vec::with_capacity(length as usize)
-        }
-        None => Vec::new(),
-    };
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let hint = declared.map_or(0, |length| length as usize);
+    let mut body = Vec::with_capacity(hint.min(INITIAL_BODY_CAPACITY));
     while let Some(chunk) = response.chunk().await.map_err(classify)? {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
-        if count_chunks {
-            request_budget.read(chunk.len()).map_err(over_budget)?;
-        }
+        request_budget
+            .read(chunk.len(), tenant)
+            .map_err(over_budget)?;
         body.extend_from_slice(&chunk);
     }
     Ok(UpstreamResponse {
