@@ -69,6 +69,7 @@ Environment (see the README's Configuration section):
                                   bounds on one request
   REQUEST_TIMEOUT_SECONDS, REQUEST_MAX_UPSTREAM_BYTES, REQUEST_MAX_RESPONSE_BYTES
                                   one request's deadline and memory budget
+  ANSWER_SEND_TIMEOUT_SECONDS     how long a large answer may take to be read (20)
   MAX_HELD_BYTES, MAX_HELD_BYTES_PER_TENANT
                                   what all requests, and one tenant's, may hold together
   MAX_UPSTREAM_RESPONSE_BYTES     largest upstream answer read

@@ -30,6 +30,7 @@ pub struct Metrics {
     backbone_events: IntCounterVec,
     backbone_in_flight: IntGauge,
     held_bytes: IntGauge,
+    answers_timed_out: prometheus::IntCounter,
     auth_failures: IntCounterVec,
     names: Vec<String>,
 }
@@ -146,6 +147,11 @@ impl Metrics {
             "Bytes the requests in flight hold now (upstream answers read, answers kept), \
              of MAX_HELD_BYTES",
         )?;
+        let answers_timed_out = prometheus::IntCounter::new(
+            "answers_timed_out_total",
+            "Answers whose caller did not read them within ANSWER_SEND_TIMEOUT_SECONDS: \
+             the connection was closed",
+        )?;
         let mut names = Vec::new();
         let auth_failures = IntCounterVec::new(
             Opts::new(
@@ -159,6 +165,7 @@ impl Metrics {
         register(&registry, &mut names, backbone_events.clone())?;
         register(&registry, &mut names, backbone_in_flight.clone())?;
         register(&registry, &mut names, held_bytes.clone())?;
+        register(&registry, &mut names, answers_timed_out.clone())?;
         register(&registry, &mut names, threatbus_events.clone())?;
         register(&registry, &mut names, requests.clone())?;
         register(&registry, &mut names, upstream_retries.clone())?;
@@ -190,6 +197,7 @@ impl Metrics {
             backbone_events,
             backbone_in_flight,
             held_bytes,
+            answers_timed_out,
             auth_failures,
             names,
         })
@@ -204,6 +212,11 @@ impl Metrics {
     /// The gauge of the bytes the requests in flight hold (the memory pool's).
     pub fn held_bytes(&self) -> IntGauge {
         self.held_bytes.clone()
+    }
+
+    /// An answer not read in time: its connection was closed.
+    pub fn answer_timed_out(&self) {
+        self.answers_timed_out.inc();
     }
 
     /// A token refused, and why (a fixed label).

@@ -74,6 +74,7 @@ pub const VARIABLES: &[&str] = &[
     "UPSTREAM_USER_AGENT",
     "METRICS_PORT",
     "JWKS_MAX_AGE_SECONDS",
+    "ANSWER_SEND_TIMEOUT_SECONDS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +130,9 @@ pub struct RequestLimits {
     /// What one tenant account (a credential; a machine a caller chose) may
     /// hold of `max_held_bytes`, so the others always have room.
     pub max_held_bytes_per_tenant: usize,
+    /// How long a large answer may take to be read by its caller before the
+    /// connection is closed (`ANSWER_SEND_TIMEOUT_SECONDS`).
+    pub answer_send_timeout: Duration,
 }
 
 /// How the relay talks to its upstreams.
@@ -258,6 +262,7 @@ impl Default for Settings {
                 max_response_bytes: 16 * 1024 * 1024,
                 max_held_bytes: 64 * 1024 * 1024,
                 max_held_bytes_per_tenant: 16 * 1024 * 1024,
+                answer_send_timeout: Duration::from_secs(20),
             },
             log: LogSettings {
                 filter: "info".to_owned(),
@@ -352,6 +357,7 @@ struct RawSettings {
     upstream_user_agent: Option<String>,
     metrics_port: Option<String>,
     jwks_max_age_seconds: Option<String>,
+    answer_send_timeout_seconds: Option<String>,
 }
 
 impl Settings {
@@ -522,6 +528,13 @@ impl Settings {
                 (max_held_bytes / 4).max(max_response_bytes),
                 1..=MAX_HELD,
             )?,
+            answer_send_timeout: match present(
+                "ANSWER_SEND_TIMEOUT_SECONDS",
+                raw.answer_send_timeout_seconds,
+            )? {
+                Some(text) => parse_seconds("ANSWER_SEND_TIMEOUT_SECONDS", &text)?,
+                None => defaults.limits.answer_send_timeout,
+            },
         };
         agree(&limits, max_response_bytes)?;
         let shutdown_grace = Duration::from_secs(whole(

@@ -1,6 +1,7 @@
 //! The HTTP front end: the Threat Response relay API (routes), the request
 //! log, the credentials extractor, errors as HTTP responses, and start-up.
 
+mod answer;
 mod error;
 mod extract;
 mod middleware;

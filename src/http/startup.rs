@@ -82,6 +82,9 @@ impl Application {
         // A caller that closes its connection has gone: the request is dropped
         // at once, with its lookups, instead of running on unseen.
         .h1_allow_half_closed(false)
+        // Each connection keeps a second descriptor of its socket, so an
+        // answer not read in time can close it (`answer.rs`).
+        .on_connect(super::answer::on_connect)
         .shutdown_timeout(shutdown_grace.as_secs());
         if let Some(workers) = workers {
             server = server.workers(workers);

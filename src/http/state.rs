@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::auth::{Authenticator, KeyCache};
 use crate::config::{RequestLimits, Settings};
 use crate::domain::{Credentials, EntitiesLimit};
+use crate::http::answer::Delivery;
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
 use crate::providers::scope::{MemoryPool, Scope};
@@ -45,6 +46,17 @@ impl AppState {
     /// The deadline and memory budget of a request starting now.
     pub fn scope(&self) -> Scope {
         Scope::new(&self.limits, self.pool.clone())
+    }
+
+    /// How the answer of the request of `scope` is sent: counted until it
+    /// is, within `ANSWER_SEND_TIMEOUT_SECONDS`.
+    pub fn delivery(&self, request: &actix_web::HttpRequest, scope: Scope) -> Delivery {
+        Delivery::new(
+            request,
+            scope,
+            self.limits.answer_send_timeout,
+            self.metrics.clone(),
+        )
     }
 
     /// The token's `CTR_ENTITIES_LIMIT`, else the configured one (which

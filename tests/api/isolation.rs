@@ -284,3 +284,108 @@ async fn places_are_not_multiplied_by_spelling_one_machine_another_way() {
         request.abort();
     }
 }
+
+/// A caller that sends its request and then reads at most `rate` bytes a
+/// second, with a small receive buffer; how many bytes it got before the
+/// relay closed the connection, and how long after the first one.
+async fn slow_reader(
+    relay: &str,
+    token: &str,
+    body: &Value,
+    rate: usize,
+    answering: &AtomicUsize,
+) -> (usize, Duration) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = relay.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    let body = body.to_string();
+    let head = format!(
+        "POST /observe/observables HTTP/1.1\r\nhost: relay\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut first_byte = None;
+    let mut received = 0;
+    let mut buffer = vec![0u8; rate.max(1)];
+    let started = Instant::now();
+    loop {
+        let since = || first_byte.map_or(Duration::ZERO, |at: Instant| at.elapsed());
+        if started.elapsed() > Duration::from_secs(15) {
+            return (received, since());
+        }
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, since()),
+            Ok(Ok(n)) => {
+                if first_byte.is_none() {
+                    first_byte = Some(Instant::now());
+                    answering.fetch_add(1, Ordering::SeqCst);
+                }
+                received += n;
+            }
+            Err(_) => panic!("the relay kept a stalled answer open for 10 s"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_answer_its_caller_does_not_read_is_counted_until_sent_then_cut_off() {
+    let app = spawn_app_with(|settings| {
+        settings.limits.answer_send_timeout = Duration::from_secs(3);
+        settings.limits.max_held_bytes = 1 << 30;
+        settings.limits.max_held_bytes_per_tenant = 1 << 30;
+    })
+    .await;
+    // 100 findings of 4 KiB text for each IP: answers of about 9 MB, more
+    // than the kernel's socket buffers hold.
+    crate::helpers::cyberscan_issues_tokens(&app, 1).await;
+    let findings: Vec<Value> = (0..100)
+        .map(|n| {
+            let mut finding = crate::helpers::vulnerability(&format!("Finding {n}"), "");
+            finding["description"] = json!("d".repeat(4000));
+            finding
+        })
+        .collect();
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({"vulnerabilities": findings})),
+        )
+        .mount(&app.cyberscan)
+        .await;
+    let token = app.cyberscan_token();
+    let answering = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..5)
+        .map(|_| {
+            let (relay, token) = (app.address.clone(), token.clone());
+            let (body, answering) = (ips(1, 20), answering.clone());
+            tokio::spawn(async move { slow_reader(&relay, &token, &body, 4096, &answering).await })
+        })
+        .collect();
+    // Every handler has returned; every answer waits for its reader.
+    wait_for("every answer's first byte", || {
+        answering.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    let held = held_bytes(&app).await;
+    assert!(
+        held > 5 * 4_000_000,
+        "the answers are counted while they wait for their readers: {held}"
+    );
+    for reader in readers {
+        let (received, elapsed) = reader.await.unwrap();
+        assert!(received < 1_000_000, "cut off: {received} bytes");
+        // The deadline, and the reader's own 8 KiB of buffer at 4 KiB/s.
+        assert!(elapsed < Duration::from_secs(7), "{elapsed:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(held_bytes(&app).await, 0, "given back when cut off");
+    assert!(
+        app.metrics_text()
+            .await
+            .contains("ctr_relay_answers_timed_out_total 5"),
+        "counted"
+    );
+}

@@ -25,5 +25,5 @@ pub async fn deliberate(
         &scope,
     )
     .await;
-    Ok(respond(outcome))
+    Ok(respond(outcome, state.delivery(&request, scope)))
 }

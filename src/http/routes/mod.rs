@@ -19,6 +19,7 @@ use crate::config::RequestLimits;
 use crate::ctim::{CtimError, Entities, Reference, Verdicts};
 use crate::domain::{Observable, parse_observables};
 use crate::enrich::{Outcome, RequestError};
+use crate::http::answer::Delivery;
 
 /// Wires every endpoint. A known path with another method answers 405; an
 /// unknown path 404 (both with the JSON envelope). There are no
@@ -121,7 +122,7 @@ impl Found for Vec<Reference> {
 
 /// `data` when there are no errors (even if empty) or when something was
 /// found; `errors` whenever there are any.
-fn respond<T: Serialize + Found>(outcome: Outcome<T>) -> HttpResponse {
+fn respond<T: Serialize + Found>(outcome: Outcome<T>, delivery: Delivery) -> HttpResponse {
     let data = match outcome.errors.is_empty() || !outcome.data.found_nothing() {
         true => Some(outcome.data),
         false => None,
@@ -136,7 +137,7 @@ fn respond<T: Serialize + Found>(outcome: Outcome<T>) -> HttpResponse {
     match serde_json::to_writer(&mut body, &envelope) {
         Ok(()) => HttpResponse::Ok()
             .content_type(actix_web::http::header::ContentType::json())
-            .body(body),
+            .body(delivery.body(body)),
         Err(error) => {
             tracing::error!(%error, "cannot serialize the answer");
             RequestError::Internal("cannot serialize the answer").error_response()

@@ -23,5 +23,5 @@ pub async fn refer(
         &scope,
     )
     .await;
-    Ok(respond(outcome))
+    Ok(respond(outcome, state.delivery(&request, scope)))
 }
