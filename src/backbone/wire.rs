@@ -6,11 +6,12 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 use crate::ctim::{CtimError, Entities};
-use crate::domain::{Observable, observables_from_value};
+use crate::domain::{Observable, parse_observables};
 use crate::enrich::RequestError;
 
 /// What a delivery is.
@@ -43,9 +44,61 @@ pub struct Request {
     pub token: Option<String>,
 }
 
+/// A delivery as read: the fields of its message that matter, each left as
+/// the JSON text it is in the body (borrowed, not parsed yet), every other
+/// field skipped unread. Nothing is built as a `serde_json::Value`, whose
+/// size would be a multiple of the message's.
 #[derive(Deserialize)]
-struct Envelope {
-    message: Value,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    message: Message<'a>,
+}
+
+#[derive(Default)]
+struct Message<'a> {
+    request_id: Option<&'a RawValue>,
+    reply_topic: Option<&'a RawValue>,
+    observables: Option<&'a RawValue>,
+    token: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MessageVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for MessageVisitor<'a> {
+            type Value = Message<'a>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message<'a>, A::Error> {
+                let mut message = Message::default();
+                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                    let slot = match name.as_ref() {
+                        "request_id" => &mut message.request_id,
+                        "reply_topic" => &mut message.reply_topic,
+                        "observables" => &mut message.observables,
+                        "token" => &mut message.token,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(message)
+            }
+        }
+
+        deserializer.deserialize_map(MessageVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A raw JSON value read as `T`, if it is one.
+fn raw<'a, T: Deserialize<'a>>(value: &'a RawValue) -> Option<T> {
+    serde_json::from_str(value.get()).ok()
 }
 
 /// Only what an oversized delivery is read for: where to send the refusal.
@@ -70,41 +123,40 @@ pub fn read(body: &[u8], max_bytes: usize, max_observables: usize) -> Incoming {
     if body.len() > max_bytes {
         return oversized(body, max_bytes);
     }
-    let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
+    let Ok(Envelope { message }) = serde_json::from_slice::<Envelope<'_>>(body) else {
         return Incoming::Unreadable("malformed");
     };
-    let Value::Object(mut message) = envelope.message else {
-        return Incoming::Unreadable("malformed");
-    };
-    let request_id = match message.remove("request_id") {
+    let request_id = match message.request_id {
         None => return Incoming::NotARequest,
-        Some(Value::String(id)) => id,
-        Some(_) => return Incoming::Unreadable("malformed"),
+        Some(value) => match raw::<String>(value) {
+            Some(id) => id,
+            None => return Incoming::Unreadable("malformed"),
+        },
     };
-    let reply_topic = match message.remove("reply_topic") {
-        Some(Value::String(topic)) if !topic.trim().is_empty() => Some(topic),
-        _ => None,
-    };
+    let reply_topic = message
+        .reply_topic
+        .and_then(raw::<String>)
+        .filter(|topic| !topic.trim().is_empty());
     let refuse = |error: RequestError| Incoming::Refused {
         request_id: request_id.clone(),
         reply_topic: reply_topic.clone(),
         error: error.to_ctim(),
     };
-    let observables = match message.get("observables") {
+    let observables = match message.observables {
         None => {
             return refuse(RequestError::InvalidPayload(
                 "observables: missing field.".to_owned(),
             ));
         }
-        Some(value) => match observables_from_value(value, max_observables) {
+        Some(value) => match parse_observables(value.get().as_bytes(), max_observables) {
             Ok(observables) => observables,
             Err(detail) => return refuse(RequestError::InvalidPayload(detail)),
         },
     };
-    let token = match message.remove("token") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(token)) => Some(token),
-        Some(_) => {
+    let token = match message.token.map(raw::<Option<String>>) {
+        None | Some(Some(None)) => None,
+        Some(Some(Some(token))) => Some(token),
+        Some(None) => {
             return refuse(RequestError::Auth(crate::auth::AuthError::WrongStructure));
         }
     };
@@ -174,6 +226,7 @@ mod tests {
     use super::*;
     use crate::ctim::ErrorCode;
     use crate::domain::ObservableType;
+    use serde_json::Value;
     use serde_json::json;
 
     fn read_json(value: Value) -> Incoming {

@@ -7,15 +7,15 @@ mod jwks_host;
 mod limit;
 mod observable;
 mod provider;
+mod reading;
 mod secret;
 
 pub use credentials::{C1fAppCredentials, Credentials, CyberScanCredentials, api_base_url};
 pub use jwks_host::JwksHost;
 pub use limit::EntitiesLimit;
-pub use observable::{
-    MAX_VALUE_CHARS, Observable, ObservableType, observables_from_value, parse_observables,
-};
+pub use observable::{MAX_VALUE_CHARS, Observable, ObservableType};
 pub use provider::ProviderName;
+pub use reading::parse_observables;
 pub use secret::Secret;
 
 /// How the relay introduces itself upstream unless `UPSTREAM_USER_AGENT` says

@@ -8,7 +8,6 @@ use std::marker::PhantomData;
 use chrono::NaiveDate;
 use serde::Deserialize;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
-use serde_json::Value;
 
 use crate::ctim::Confidence;
 use crate::outbound::json_error;
@@ -82,6 +81,64 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Leading<T> {
     }
 }
 
+/// A confidence score as sent: a number or a numeric string; anything else
+/// (skipped unread, however large) is no score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(Option<i64>);
+
+impl<'de> Deserialize<'de> for Score {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScoreVisitor;
+
+        impl<'de> Visitor<'de> for ScoreVisitor {
+            type Value = Score;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a confidence score")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, score: i64) -> Result<Score, E> {
+                Ok(Score(Some(score)))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, score: u64) -> Result<Score, E> {
+                Ok(Score(i64::try_from(score).ok()))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, score: f64) -> Result<Score, E> {
+                Ok(Score(score.is_finite().then_some(score as i64)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Score, E> {
+                Ok(Score(text.trim().parse().ok()))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Score, E> {
+                Ok(Score(None))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Score, E> {
+                Ok(Score(None))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Score, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Score(None))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Score, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Score(None))
+            }
+        }
+
+        deserializer.deserialize_any(ScoreVisitor)
+    }
+}
+
 /// A record as C1fApp sends it: every field a list (only the ones the mapping
 /// needs are read; a missing one makes the whole answer malformed).
 #[derive(Debug, Deserialize)]
@@ -94,7 +151,7 @@ struct RawRecord<'a> {
     address: First<Text<'a>>,
     #[serde(borrow)]
     ip_address: Leading<Text<'a>>,
-    confidence: First<Value>,
+    confidence: First<Score>,
     #[serde(borrow)]
     reportime: First<Text<'a>>,
     #[serde(borrow)]
@@ -152,8 +209,7 @@ impl<'a> TryFrom<RawRecord<'a>> for Record<'a> {
         let confidence = raw
             .confidence
             .0
-            .as_ref()
-            .map(map_confidence)
+            .map(|score| map_confidence(score.0))
             .ok_or_else(|| "confidence is empty".to_owned())?;
         Ok(Self {
             feed_label: first(raw.feed_label, "feed_label")?,
@@ -186,16 +242,9 @@ fn report_date(reportime: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year, number(&date[5..7])?, number(&date[8..10])?)
 }
 
-/// 0–25 `Low`, 26–79 `Medium`, 80–100 `High`, anything else `Unknown`. The
-/// score may arrive as a number or as a numeric string.
-fn map_confidence(value: &Value) -> Confidence {
-    let score = match value {
-        Value::Number(number) => number
-            .as_i64()
-            .or_else(|| number.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
-        Value::String(text) => text.trim().parse::<i64>().ok(),
-        _ => None,
-    };
+/// 0–25 `Low`, 26–79 `Medium`, 80–100 `High`, anything else (no score)
+/// `Unknown`.
+fn map_confidence(score: Option<i64>) -> Confidence {
     match score {
         Some(0..=25) => Confidence::Low,
         Some(26..=79) => Confidence::Medium,
@@ -240,9 +289,13 @@ mod tests {
             (json!(-1), Confidence::Unknown),
             (json!("high"), Confidence::Unknown),
             (json!(null), Confidence::Unknown),
+            (json!(80.5), Confidence::High),
+            (json!([90]), Confidence::Unknown),
+            (json!({"score": 90}), Confidence::Unknown),
         ];
         for (score, expected) in cases {
-            assert_eq!(map_confidence(&score), expected, "{score}");
+            let read: Score = serde_json::from_value(score.clone()).unwrap();
+            assert_eq!(map_confidence(read.0), expected, "{score}");
         }
     }
 
