@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use moka::future::Cache;
@@ -34,6 +35,10 @@ type Flight<V> = watch::Receiver<Option<Result<V, ProviderError>>>;
 
 pub struct ResultCache<K, V> {
     cache: Option<Cache<K, V>>,
+    /// Bytes inserted since evictions last ran, and how many may be before
+    /// they run again (see [`ResultCache::get_or_fetch`]).
+    unsettled: Arc<AtomicUsize>,
+    settle_every: usize,
     flights: Coalescer<K, V>,
     provider: ProviderName,
     metrics: Arc<Metrics>,
@@ -43,6 +48,8 @@ impl<K, V> Clone for ResultCache<K, V> {
     fn clone(&self) -> Self {
         Self {
             cache: self.cache.clone(),
+            unsettled: self.unsettled.clone(),
+            settle_every: self.settle_every,
             flights: self.flights.clone(),
             provider: self.provider,
             metrics: self.metrics.clone(),
@@ -166,6 +173,8 @@ where
         });
         Self {
             cache,
+            unsettled: Arc::default(),
+            settle_every: usize::try_from(settings.max_bytes / 8).unwrap_or(usize::MAX),
             flights: Coalescer::new(provider, metrics.clone()),
             provider,
             metrics,
@@ -197,10 +206,31 @@ where
         // Boxed: the cache's futures are large, and without a cache not needed.
         Box::pin(self.flights.run(key, scope, async move {
             let value = fetch.await?;
+            let weight = keep.weight() + value.weight();
             cache.insert(keep, value.clone()).await;
+            self.settle(cache, weight).await;
             Ok(value)
         }))
         .await
+    }
+}
+
+impl<K, V> ResultCache<K, V>
+where
+    K: Clone + Hash + Eq + Send + Sync + Weight + 'static,
+    V: Clone + Send + Sync + Weight + 'static,
+{
+    /// moka evicts only when its pending writes are applied, which it does
+    /// after dozens of them: 64 answers of 3 MiB would all live at once in
+    /// a cache of 32 MiB. Once an eighth of the bytes budget has been
+    /// inserted since the last time, the evictions are run now, so the cache
+    /// passes its bound by at most that much (and one entry).
+    async fn settle(&self, cache: &Cache<K, V>, weight: usize) {
+        let before = self.unsettled.fetch_add(weight, Ordering::Relaxed);
+        if before + weight >= self.settle_every {
+            self.unsettled.store(0, Ordering::Relaxed);
+            cache.run_pending_tasks().await;
+        }
     }
 }
 
@@ -575,5 +605,37 @@ mod tests {
         assert!((1..=16).contains(&bytes_entries), "{bytes_entries}");
         let counted = by_entries.cache.as_ref().unwrap().entry_count();
         assert!((1..=10).contains(&counted), "{counted}");
+    }
+
+    #[tokio::test]
+    async fn evictions_keep_up_with_large_answers() {
+        let cache: ResultCache<(Secret, String), Arc<Vec<u8>>> = ResultCache::new(
+            &ResultCacheSettings {
+                ttl: Some(Duration::from_secs(60)),
+                max_entries: 10_000,
+                max_bytes: 1024 * 1024,
+            },
+            ProviderName::CyberScan,
+            Arc::new(Metrics::new().unwrap()),
+        );
+        // 40 answers of 256 KiB into a cache of 1 MiB, as fast as they come.
+        let mut answers = Vec::new();
+        for n in 0..40 {
+            let answer = Arc::new(vec![b'x'; 256 * 1024]);
+            answers.push(Arc::downgrade(&answer));
+            let key = (Secret::new("key"), format!("value-{n}"));
+            let _ = cache
+                .get_or_fetch(key, &scope(), async { Ok(answer) })
+                .await;
+        }
+        // Alive: what the cache holds (nothing else does).
+        let alive = answers
+            .iter()
+            .filter(|answer| answer.strong_count() > 0)
+            .count();
+        assert!(
+            alive * 256 * 1024 <= 1024 * 1024 + 1024 * 1024 / 8 + 256 * 1024,
+            "{alive} answers of 256 KiB alive in a cache of 1 MiB"
+        );
     }
 }

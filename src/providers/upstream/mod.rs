@@ -430,6 +430,11 @@ async fn exchange(
             .map_err(over_budget)?;
         body.extend_from_slice(&chunk);
     }
+    // Grown by doubling: a large body may hold up to twice its length, which
+    // the result cache (weighing lengths) would not see.
+    if body.capacity() - body.len() > body.len() / 8 && body.len() > INITIAL_BODY_CAPACITY {
+        body.shrink_to_fit();
+    }
     Ok(UpstreamResponse {
         status,
         body,
