@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Hostile tenants and upstreams against the release relay
-# (examples/abuse_test.rs): 10 MiB answers for many IPs (peak RSS, answer
+# (examples/abuse_test/): 10 MiB answers for many IPs (peak RSS, answer
 # sizes), a caller who leaves (upstream calls after it left), a tenant whose
-# CyberScan host stalls (the other tenant's latency), and environment proxies
-# with tokens naming internal hosts (proxy hits). Prints the figures and fails
-# when a bound is broken. 127.0.0.1 only.
+# CyberScan host stalls (the other tenant's latency), environment proxies
+# with tokens naming internal hosts (proxy hits); and tenant isolation
+# (isolation.rs): the pool filled by announced lengths and by real bytes, one
+# machine under seven spellings, untrusted JSON (RSS above idle), the result
+# cache's bound (RSS), slow readers (cut at the deadline), and every bound at
+# its default at once against deploy/kubernetes.yaml's memory limit. Prints
+# the figures and fails when a bound is broken. Loopback only (127.0.0.0/8).
 #
 #   scripts/abuse-test.sh
 #   ABUSE_MAX_RSS_MB=200 scripts/abuse-test.sh

@@ -11,7 +11,7 @@ source scripts/lib.sh
 relay=$(relay_binary)
 port=$(free_port)
 log "ctr-relay demo on port $port ($relay)"
-env -i PATH="$PATH" PORT="$port" HOST=127.0.0.1 "$relay" demo >"$work/demo.log" 2>&1 &
+env -i PATH="$PATH" PORT="$port" "$relay" demo >"$work/demo.log" 2>&1 &
 demo_pid=$!
 pids+=("$demo_pid")
 command=""

@@ -6,9 +6,10 @@
 //! actix polls a response body only while its write buffer has room, so a
 //! timer inside the body would never fire for a caller that stopped reading.
 //! The connection's socket is therefore duplicated when it is accepted (a
-//! second descriptor of the same socket), and the deadline resets that
-//! socket: lingering off, then shut down, so the server's write fails, the
-//! connection and the answer are dropped, and the close discards what the
+//! second descriptor of the same socket). At the deadline that socket is set
+//! to linger not at all and shut down, and the body fails its next chunk:
+//! whichever actix meets first (a write refused, or the body's error), it
+//! drops the connection and the answer, and the close discards what the
 //! kernel still buffered (an RST) instead of trickling it out.
 
 use std::any::Any;
@@ -16,6 +17,7 @@ use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -81,12 +83,19 @@ impl Delivery {
     /// The body that sends `bytes`, holding the request's budget until it
     /// is sent and, for a large answer, closing the connection at the deadline.
     pub fn body(self, bytes: Vec<u8>) -> Answer {
+        let late = Arc::new(AtomicBool::new(false));
         let deadline = match (&self.socket, bytes.len() > SMALL_ANSWER) {
-            (Some(socket), true) => Some(Deadline::arm(socket.clone(), self.timeout, self.metrics)),
+            (Some(socket), true) => Some(Deadline::arm(
+                socket.clone(),
+                late.clone(),
+                self.timeout,
+                self.metrics,
+            )),
             _ => None,
         };
         Answer {
             bytes: Bytes::from(bytes),
+            late,
             _scope: self.scope,
             _deadline: deadline,
         }
@@ -96,13 +105,20 @@ impl Delivery {
 /// An answer being sent.
 pub struct Answer {
     bytes: Bytes,
+    /// Set at the deadline: the next chunk asked for fails the response.
+    late: Arc<AtomicBool>,
     /// Given back when the answer is dropped: sent, or its connection gone.
     _scope: Scope,
     _deadline: Option<Deadline>,
 }
 
+/// The answer was not read in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the caller did not read its answer within ANSWER_SEND_TIMEOUT_SECONDS")]
+pub struct NotReadInTime;
+
 impl MessageBody for Answer {
-    type Error = std::convert::Infallible;
+    type Error = NotReadInTime;
 
     fn size(&self) -> BodySize {
         BodySize::Sized(self.bytes.len() as u64)
@@ -112,6 +128,9 @@ impl MessageBody for Answer {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        if self.late.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(NotReadInTime)));
+        }
         if self.bytes.is_empty() {
             return Poll::Ready(None);
         }
@@ -127,7 +146,12 @@ struct Deadline {
 }
 
 impl Deadline {
-    fn arm(socket: ConnectionSocket, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    fn arm(
+        socket: ConnectionSocket,
+        late: Arc<AtomicBool>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (sent, dropped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             tokio::select! {
@@ -139,6 +163,7 @@ impl Deadline {
                          connection closed"
                     );
                     metrics.answer_timed_out();
+                    late.store(true, Ordering::Relaxed);
                     let _ = socket2::SockRef::from(&*socket.0).set_linger(Some(Duration::ZERO));
                     let _ = socket.0.shutdown(Shutdown::Both);
                 }

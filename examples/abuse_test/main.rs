@@ -11,7 +11,12 @@
 //!    lookups than the provider has places; tenant B's lookups against a
 //!    healthy host stay fast and get their data;
 //! 4. proxy: with HTTP(S)_PROXY and ALL_PROXY set, tokens naming internal
-//!    CyberScan hosts never reach the proxy.
+//!    CyberScan hosts never reach the proxy;
+//!
+//! and the tenant-isolation scenarios of `isolation.rs`: the pool filled by
+//! announced lengths and by real bytes, one machine under many spellings,
+//! untrusted JSON, the result cache's bound, slow readers, and every bound
+//! at its default at once against the Kubernetes manifest's memory limit.
 //!
 //! ```sh
 //! cargo run --example abuse_test -- --relay target/release/ctr-relay
@@ -29,6 +34,8 @@ use ctr_relay::outbound::Tls;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
+mod isolation;
+
 #[derive(Debug, Parser)]
 #[command(about = "Hostile tenants and upstreams against a relay")]
 struct Args {
@@ -42,6 +49,9 @@ struct Args {
     /// tenant A's host stalls, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     max_tenant_b_ms: u64,
+    /// Run only this scenario (by the name it prints).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const SECRET: &str = "abuse-test-secret-key-0123456789abcdef";
@@ -78,8 +88,17 @@ async fn lookup(upstream: web::Data<Upstream>, _body: web::Bytes) -> HttpRespons
 }
 
 /// Serves CyberScan's token and vulnerabilities routes, and C1fApp's search
-/// (answering `findings` after `delay`); its base URL and state.
+/// (answering `findings` after `delay`) on 127.0.0.1; its base URL and state.
 fn serve(findings: Value, delay: Duration) -> Result<(String, web::Data<Upstream>), String> {
+    serve_at("127.0.0.1", findings, delay)
+}
+
+/// As [`serve`], on `address` (another loopback address is another machine).
+fn serve_at(
+    address: &str,
+    findings: Value,
+    delay: Duration,
+) -> Result<(String, web::Data<Upstream>), String> {
     let upstream = web::Data::new(Upstream {
         findings: web::Bytes::from(findings.to_string()),
         delay,
@@ -94,12 +113,14 @@ fn serve(findings: Value, delay: Duration) -> Result<(String, web::Data<Upstream
             .route("/cifapp/api/", web::post().to(lookup))
     })
     .workers(2)
+    .max_connections(100_000)
+    .backlog(4096)
     .disable_signals()
-    .bind(("127.0.0.1", 0))
+    .bind((address, 0))
     .map_err(|error| error.to_string())?;
     let port = server.addrs()[0].port();
     actix_web::rt::spawn(server.run());
-    Ok((format!("http://127.0.0.1:{port}"), upstream))
+    Ok((format!("http://{address}:{port}"), upstream))
 }
 
 fn calls(upstream: &Upstream) -> Vec<Instant> {
@@ -128,7 +149,11 @@ impl Relay {
             .env("SECRET_KEY", SECRET)
             .env("CYBERSCAN_ALLOW_PRIVATE_HOSTS", "true")
             .env("RUST_LOG", "warn")
+            // As the container image and the Kubernetes manifest run it.
+            .env("MIMALLOC_PURGE_DELAY", "10")
             .envs(envs.iter().map(|(name, value)| (*name, value.as_str())))
+            // The allocator's own options, to compare its settings.
+            .envs(std::env::vars().filter(|(name, _)| name.starts_with("MIMALLOC_")))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -148,16 +173,21 @@ impl Relay {
     }
 
     fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("VmRSS:"))
-                    .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        rss_kb(self.child.id())
     }
+}
+
+/// A process's resident memory, in kB (0 when it cannot be read).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 impl Drop for Relay {
@@ -204,12 +234,39 @@ fn client(timeout: Duration) -> Result<reqwest::Client, String> {
 async fn main() {
     let args = Args::parse();
     let mut problems = Vec::new();
-    for (name, result) in [
-        ("memory", memory(&args).await),
-        ("disconnect", disconnect(&args).await),
-        ("tenants", tenants(&args).await),
-        ("proxy", proxy(&args).await),
-    ] {
+    let want = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
+    let mut results = Vec::new();
+    if want("memory") {
+        results.push(("memory", memory(&args).await));
+    }
+    if want("disconnect") {
+        results.push(("disconnect", disconnect(&args).await));
+    }
+    if want("tenants") {
+        results.push(("tenants", tenants(&args).await));
+    }
+    if want("proxy") {
+        results.push(("proxy", proxy(&args).await));
+    }
+    if want("pool") {
+        results.push(("pool", isolation::pool().await));
+    }
+    if want("spellings") {
+        results.push(("spellings", isolation::spellings().await));
+    }
+    if want("json") {
+        results.push(("json", isolation::json().await));
+    }
+    if want("cache") {
+        results.push(("cache", isolation::cache().await));
+    }
+    if want("slow-readers") {
+        results.push(("slow readers", isolation::slow_readers().await));
+    }
+    if want("bounds") {
+        results.push(("bounds", isolation::bounds().await));
+    }
+    for (name, result) in results {
         match result {
             Ok(found) => problems.extend(
                 found
@@ -249,26 +306,8 @@ async fn memory(args: &Args) -> Result<Vec<String>, String> {
         let (stop, peak_kb) = (stop.clone(), peak_kb.clone());
         let pid = relay.child.id();
         actix_web::rt::spawn(async move {
-            let relay_rss = |pid: u32| {
-                std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .ok()
-                    .and_then(|status| {
-                        status
-                            .lines()
-                            .find_map(|line| line.strip_prefix("VmRSS:"))
-                            .and_then(|value| {
-                                value
-                                    .trim()
-                                    .trim_end_matches("kB")
-                                    .trim()
-                                    .parse::<u64>()
-                                    .ok()
-                            })
-                    })
-                    .unwrap_or(0)
-            };
             while !stop.load(Ordering::Relaxed) {
-                peak_kb.fetch_max(relay_rss(pid), Ordering::Relaxed);
+                peak_kb.fetch_max(rss_kb(pid), Ordering::Relaxed);
                 actix_web::rt::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -406,7 +445,12 @@ async fn disconnect(args: &Args) -> Result<Vec<String>, String> {
 
 /// Tenant A floods while its CyberScan host stalls; tenant B asks a healthy one.
 async fn tenants(args: &Args) -> Result<Vec<String>, String> {
-    let (stalling, _) = serve(json!({"vulnerabilities": []}), Duration::from_secs(60))?;
+    // Tenant A's host is another machine than tenant B's.
+    let (stalling, _) = serve_at(
+        "127.0.0.2",
+        json!({"vulnerabilities": []}),
+        Duration::from_secs(60),
+    )?;
     let finding = json!({"name": "OpenSSH", "cve": "CVE-2020-15778", "port": 22});
     let (healthy, _) = serve(json!({"vulnerabilities": [finding]}), Duration::ZERO)?;
     let relay = Relay::start(
