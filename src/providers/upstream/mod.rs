@@ -283,15 +283,23 @@ async fn machine(
         Ok(Ok(machine)) => Ok(machine),
         Ok(Err(Unresolved::NotPublic(host))) => {
             tracing::warn!(host, "refused: the host resolves to no public address");
+            endpoint
+                .metrics
+                .upstream_skipped(endpoint.provider.as_str(), "not_public");
             Err(ProviderError::NotPublic {
                 provider: endpoint.provider,
                 host,
             })
         }
-        Ok(Err(Unresolved::Failed)) => Err(ProviderError::Connect {
-            provider: endpoint.provider,
-            url: endpoint.configured.clone(),
-        }),
+        Ok(Err(Unresolved::Failed)) => {
+            endpoint
+                .metrics
+                .upstream_skipped(endpoint.provider.as_str(), "unresolved");
+            Err(ProviderError::Connect {
+                provider: endpoint.provider,
+                url: endpoint.configured.clone(),
+            })
+        }
         Err(_) => Err(budget.expired(endpoint, budget.timeout)),
     }
 }
