@@ -202,6 +202,24 @@ async fn held_bytes(app: &TestApp) -> u64 {
         .unwrap_or_else(|| panic!("no ctr_relay_held_bytes: {metrics}"))
 }
 
+/// Other names this machine's hosts file gives 127.0.0.1 (several names of
+/// one address).
+fn other_names_of_loopback() -> impl Iterator<Item = String> {
+    std::fs::read_to_string("/etc/hosts")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.split_whitespace().next() == Some("127.0.0.1"))
+        .flat_map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|name| name != "localhost" && !name.starts_with('#'))
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
 #[tokio::test]
 async fn places_are_not_multiplied_by_spelling_one_machine_another_way() {
     let app = spawn_app_with(|settings| {
@@ -216,7 +234,7 @@ async fn places_are_not_multiplied_by_spelling_one_machine_another_way() {
     let first = Stalling::start("127.0.0.1:0", 1000, 0).await;
     let second = Stalling::start("127.0.0.1:0", 1000, 0).await;
     let (p, q) = (first.port, second.port);
-    let spellings = [
+    let spellings: Vec<String> = [
         format!("http://127.0.0.1:{p}"),
         format!("http://localhost:{p}"),
         format!("http://127.0.0.1:{q}"),
@@ -224,7 +242,10 @@ async fn places_are_not_multiplied_by_spelling_one_machine_another_way() {
         format!("http://localhost.:{p}"),
         format!("http://LOCALHOST:{p}"),
         format!("http://[::ffff:127.0.0.1]:{p}"),
-    ];
+    ]
+    .into_iter()
+    .chain(other_names_of_loopback().map(|name| format!("http://{name}:{p}")))
+    .collect::<Vec<_>>();
     // One API key (written into each spelling's token), and several keys.
     let tenant_a: Vec<_> = spellings
         .iter()

@@ -480,6 +480,25 @@ mod tests {
     }
 
     #[test]
+    fn a_429_sweeps_only_its_own_origins_waits_until_the_memory_is_full() {
+        let limits = RateLimits::new(100, 10);
+        limits.insert(m(1), 1, limited_for(Duration::ZERO));
+        limits.insert(m(2), 1, limited_for(MINUTE));
+        assert_eq!(limits.len(), 2, "another origin's ended wait is left alone");
+        limits.insert(m(1), 2, limited_for(MINUTE));
+        assert_eq!(limits.len(), 2, "its own ended wait is swept");
+        let full = RateLimits::new(2, 10);
+        full.insert(m(1), 1, limited_for(Duration::ZERO));
+        full.insert(m(2), 1, limited_for(MINUTE));
+        full.insert(m(3), 1, limited_for(MINUTE));
+        assert!(
+            full.get(m(2), 1).is_some(),
+            "at capacity, ended waits go first"
+        );
+        assert!(full.get(m(3), 1).is_some());
+    }
+
+    #[test]
     fn a_host_at_its_share_makes_room_among_its_own_entries() {
         let limits = RateLimits::new(100, 2);
         limits.insert(m(1), 1, limited_for(MINUTE));
