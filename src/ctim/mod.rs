@@ -30,6 +30,45 @@ pub const SCHEMA_VERSION: &str = "1.3.28";
 /// megabytes in one string, and a response repeats it per entity.
 pub const MAX_TEXT_CHARS: usize = 4096;
 
+/// The longest URL an answer carries; a longer one is dropped, not cut (a cut
+/// URL would lead somewhere else).
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// `text` as a link the XDR UI may show: an absolute `http` or `https` URL
+/// with a host, at most [`MAX_URL_CHARS`] long, as the URL parser writes it.
+/// Anything else (`javascript:`, `data:`, relative, malformed, too long) is
+/// `None`: upstream text never becomes another kind of link.
+pub fn web_url(text: &str) -> Option<String> {
+    if text.len() > MAX_URL_CHARS * 4 {
+        return None;
+    }
+    let url = url::Url::parse(text.trim()).ok()?;
+    let web = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|host| !host.is_empty());
+    (web && url.as_str().chars().count() <= MAX_URL_CHARS).then(|| url.as_str().to_owned())
+}
+
+/// Whether `url`'s host is `domain` or a subdomain of it: case-insensitive,
+/// trailing dots ignored, internationalized names compared in their ASCII
+/// form. Not a substring test: `https://banana.com/` does not contain `a.co`.
+pub fn url_in_domain(url: &str, domain: &str) -> bool {
+    let Some(host) = url::Url::parse(url.trim()).ok().and_then(|url| {
+        url.host_str()
+            .map(|host| host.trim_end_matches('.').to_ascii_lowercase())
+    }) else {
+        return false;
+    };
+    let Ok(domain) = url::Host::parse(domain.trim().trim_end_matches('.')) else {
+        return false;
+    };
+    let domain = domain.to_string().to_ascii_lowercase();
+    !domain.is_empty()
+        && (host == domain
+            || host
+                .strip_suffix(&domain)
+                .is_some_and(|rest| rest.ends_with('.')))
+}
+
 /// `text`, cut after [`MAX_TEXT_CHARS`] characters, with `…` added when cut.
 /// Copies at most what is kept.
 pub fn clip(text: &str) -> String {
@@ -138,5 +177,51 @@ mod tests {
         let clipped = clip(&long);
         assert_eq!(clipped.chars().count(), MAX_TEXT_CHARS + 1);
         assert!(clipped.ends_with("é…"));
+    }
+
+    #[test]
+    fn only_absolute_http_urls_are_links() {
+        assert_eq!(
+            web_url("https://a.example/x?y=1").as_deref(),
+            Some("https://a.example/x?y=1")
+        );
+        assert_eq!(
+            web_url(" HTTP://A.example ").as_deref(),
+            Some("http://a.example/")
+        );
+        for text in [
+            "javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "JaVaScRiPt:alert(1)",
+            "//a.example/x",
+            "a.example",
+            "file:///etc/passwd",
+            "https://",
+            "",
+        ] {
+            assert_eq!(web_url(text), None, "{text}");
+        }
+        let long = format!("https://a.example/{}", "x".repeat(MAX_URL_CHARS));
+        assert_eq!(web_url(&long), None, "too long: dropped, not cut");
+    }
+
+    #[test]
+    fn a_url_is_in_a_domain_when_its_host_is_the_domain_or_under_it() {
+        assert!(url_in_domain("https://a.co/x", "a.co"));
+        assert!(url_in_domain("https://login.A.CO./x", "a.co."));
+        assert!(url_in_domain(
+            "https://bücher.example/",
+            "xn--bcher-kva.example"
+        ));
+        assert!(url_in_domain(
+            "https://xn--bcher-kva.example/",
+            "BÜCHER.example"
+        ));
+        assert!(!url_in_domain("https://banana.com/x", "a.co"));
+        assert!(!url_in_domain("https://evila.co/x", "a.co"));
+        assert!(!url_in_domain("https://a.co.evil.example/", "a.co"));
+        assert!(!url_in_domain("https://x.example/a.co", "a.co"));
+        assert!(!url_in_domain("not a url", "a.co"));
+        assert!(!url_in_domain("https://a.co/", ""));
     }
 }

@@ -12,6 +12,7 @@ use crate::ctim::JsonSize;
 use crate::ctim::{
     Confidence, Disposition, Entities, IdSource, Indicator, Judgement, ObservedTime, Relationship,
     SchemaVersion, Severity, Sighting, Timestamp, Tlp, TransientId, ValidTime, Verdict, clip,
+    web_url,
 };
 use crate::domain::{EntitiesLimit, Observable};
 use crate::providers::scope::{Allowance, Truncated};
@@ -168,7 +169,7 @@ fn assess(records: &[Record]) -> Option<Assessment> {
         disposition,
         confidence: best.confidence,
         reason,
-        source_uri: best.source_uri.as_deref().map(clip),
+        source_uri: best.source_uri.as_deref().and_then(web_url),
         valid_time: ValidTime {
             start_time: Some(start),
             end_time: Some(end),
@@ -182,7 +183,7 @@ fn sighting(observable: &Observable, record: &Record, ids: &mut impl IdSource) -
         id: TransientId::new("sighting", ids),
         schema_version: SchemaVersion,
         source: SOURCE,
-        source_uri: record.source_uri.as_deref().map(clip),
+        source_uri: record.source_uri.as_deref().and_then(web_url),
         confidence: record.confidence,
         count: 1,
         internal: None,
@@ -548,17 +549,55 @@ mod tests {
         assert!(indicator.title.chars().count() <= limit + "Feed: ".len());
         assert_eq!(indicator.tags.len(), MAX_TAGS);
         let sighting = &entities.sightings.0[0];
-        assert_eq!(sighting.source_uri.as_ref().unwrap().chars().count(), limit);
+        assert_eq!(
+            sighting.source_uri, None,
+            "a URL too long is dropped, not cut"
+        );
         assert_eq!(
             sighting.relations.len(),
             crate::providers::c1fapp::relations::MAX_RELATIONS
         );
         let judgement = &entities.judgements.0[0];
         assert!(judgement.reason.chars().count() <= 2 * limit + 2);
-        assert_eq!(
-            judgement.source_uri.as_ref().unwrap().chars().count(),
-            limit
-        );
+        assert_eq!(judgement.source_uri, None);
+    }
+
+    #[test]
+    fn only_http_and_https_urls_become_source_uris() {
+        for (source, kept) in [
+            (
+                "https://feed.example/x?id=1",
+                Some("https://feed.example/x?id=1"),
+            ),
+            (
+                "http://www.phishtank.com/phish_detail.php?phish_id=1234",
+                Some("http://www.phishtank.com/phish_detail.php?phish_id=1234"),
+            ),
+            ("javascript:alert(1)", None),
+            ("data:text/html,<script>alert(1)</script>", None),
+            ("//feed.example/x", None),
+            ("feed.example/x", None),
+            ("ftp://feed.example/x", None),
+        ] {
+            let entities = entities(
+                &domain(),
+                &parse(&[record(json!({"source": [source]}))]),
+                EntitiesLimit::DEFAULT,
+                &Unbounded,
+                &mut SequentialIds::default(),
+            )
+            .unwrap();
+            assert_eq!(
+                entities.sightings.0[0].source_uri.as_deref(),
+                kept,
+                "{source}"
+            );
+            assert_eq!(
+                entities.judgements.0[0].source_uri.as_deref(),
+                kept,
+                "{source}"
+            );
+        }
     }
 
     #[test]

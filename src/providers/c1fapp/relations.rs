@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::records::Record;
-use crate::ctim::{ObservedRelation, RelationType, clip};
+use crate::ctim::{ObservedRelation, RelationType, clip, url_in_domain};
 use crate::domain::{Observable, ObservableType};
 
 const RELATION_ORIGIN: &str = "C1fApp Enrichment Module";
@@ -29,7 +29,8 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
     match observable.kind {
         ObservableType::Domain => {
             if let Some(address) = web_address {
-                if record.domains.first().map(|domain| domain.as_ref()) == Some(value) {
+                let listed = record.domains.first().map(|domain| domain.as_ref()) == Some(value);
+                if listed && url_in_domain(address, value) {
                     relations.add(
                         RelationType::Contains,
                         Observable::new(ObservableType::Url, clip(address)),
@@ -66,7 +67,7 @@ pub fn relations<'a>(observable: &Observable, record: &'a Record<'_>) -> Vec<Obs
                     );
                 }
                 for domain in non_empty(&record.domains) {
-                    if value.contains(domain) {
+                    if url_in_domain(value, domain) {
                         relations.add(
                             RelationType::Contains,
                             observable.clone(),
@@ -217,5 +218,48 @@ mod tests {
     fn a_url_record_without_a_web_address_has_no_relations() {
         let url = Observable::new(ObservableType::Url, "https://login.example.net/");
         assert!(related(&url, json!({"address": ["-"]})).is_empty());
+    }
+
+    #[test]
+    fn a_url_contains_a_domain_only_when_its_host_is_in_it() {
+        let url = |value: &str| Observable::new(ObservableType::Url, value);
+        let contains = |relations: Vec<Value>| {
+            relations
+                .iter()
+                .filter(|relation| relation["relation"] == "Contains")
+                .map(|relation| relation["related"]["value"].clone())
+                .collect::<Vec<_>>()
+        };
+        let record =
+            |address: &str, domains: Value| json!({"address": [address], "domain": domains});
+        assert!(
+            contains(related(
+                &url("https://banana.com/x"),
+                record("https://banana.com/x", json!(["a.co"]))
+            ))
+            .is_empty(),
+            "not a substring test"
+        );
+        assert_eq!(
+            contains(related(
+                &url("https://login.a.co/x"),
+                record("https://login.a.co/x", json!(["a.co", "banana.com"]))
+            )),
+            vec![json!("a.co")]
+        );
+        // A domain observable: the record's URL must be in it too.
+        let domain = Observable::new(ObservableType::Domain, "a.co");
+        assert!(
+            related(&domain, record("https://banana.com/x", json!(["a.co"])))
+                .iter()
+                .all(|relation| relation["relation"] != "Contains")
+        );
+        assert_eq!(
+            related(&domain, record("https://www.a.co/x", json!(["a.co"])))
+                .iter()
+                .filter(|relation| relation["relation"] == "Contains")
+                .count(),
+            1
+        );
     }
 }

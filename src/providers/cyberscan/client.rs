@@ -168,7 +168,10 @@ impl CyberScan {
             })
             .await?;
         let page = mapping::details_page(&body).map_err(malformed)?;
-        let reference = mapping::reference(observable, page);
+        let Some(reference) = mapping::reference(observable, &page) else {
+            tracing::debug!("CyberScan's details page is no http(s) URL: no link");
+            return Ok(Vec::new());
+        };
         let allowance = Metered::new(scope.budget(), Some(self.tenant(credentials)));
         if !allowance.allow(reference.json_size()) {
             return Err(truncated(PROVIDER, &allowance));

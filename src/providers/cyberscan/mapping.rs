@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::ctim::JsonSize;
 use crate::ctim::{
     Confidence, IdSource, ObservedTime, Reference, SchemaVersion, Sighting, SightingDataTable,
-    Timestamp, TransientId, clip,
+    Timestamp, TransientId, clip, web_url,
 };
 use crate::domain::{EntitiesLimit, Observable};
 use crate::outbound::json_error;
@@ -297,16 +297,17 @@ pub fn sightings(
         .collect()
 }
 
-/// The pivot to CyberScan's own page for the observable.
-pub fn reference(observable: &Observable, details_page: String) -> Reference {
+/// The pivot to CyberScan's own page for the observable; none when the page
+/// is no absolute `http(s)` URL (see [`web_url`]).
+pub fn reference(observable: &Observable, details_page: &str) -> Option<Reference> {
     let kind = observable.kind.as_str();
-    Reference {
+    Some(Reference {
         id: format!("ref-cyberscan-search-{kind}-{}", observable.value),
         title: format!("Details for this {kind}"),
         description: format!("Details for this {kind} in the CyberScan"),
-        url: clip(&details_page),
+        url: web_url(details_page)?,
         categories: vec![SOURCE],
-    }
+    })
 }
 
 #[cfg(test)]
@@ -600,7 +601,7 @@ mod tests {
         let observable = Observable::new(ObservableType::Ip, "116.203.177.93");
         let page = details_page(&bytes(json!({"details_page": "https://www.cyberscan.io/vulnerabilities/j-p.link/116.203.177.93"}))).unwrap();
         assert_eq!(
-            serde_json::to_value(reference(&observable, page)).unwrap(),
+            serde_json::to_value(reference(&observable, &page).unwrap()).unwrap(),
             json!({
                 "id": "ref-cyberscan-search-ip-116.203.177.93",
                 "title": "Details for this ip",
@@ -610,5 +611,15 @@ mod tests {
             })
         );
         assert!(details_page(&bytes(json!({"ip": "x"}))).is_err());
+        for page in [
+            "javascript:alert(1)",
+            "data:text/html,<b>x</b>",
+            "/relative",
+            "https://",
+        ] {
+            assert_eq!(reference(&observable, page), None, "{page}");
+        }
+        let long = format!("https://www.cyberscan.io/{}", "a".repeat(3000));
+        assert_eq!(reference(&observable, &long), None, "dropped, not cut");
     }
 }
