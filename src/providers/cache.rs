@@ -205,6 +205,10 @@ where
         let keep = key.clone();
         // Boxed: the cache's futures are large, and without a cache not needed.
         Box::pin(self.flights.run(key, scope, async move {
+            // Filled by the last leader between our miss and our lead.
+            if let Some(value) = cache.get(&keep).await {
+                return Ok(value);
+            }
             let value = fetch.await?;
             let weight = keep.weight() + value.weight();
             cache.insert(keep, value.clone()).await;

@@ -317,10 +317,14 @@ async fn slow_reader(
     rate: usize,
     answering: &AtomicUsize,
 ) -> (usize, Duration) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small receive window, set before connecting, so the answer waits
+    // in the relay rather than in this side's kernel.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let address = relay.trim_start_matches("http://").parse().unwrap();
-    let mut stream = socket.connect(address).await.unwrap();
+    let address: std::net::SocketAddr = relay.trim_start_matches("http://").parse().unwrap();
+    socket.connect(&address.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
     let body = body.to_string();
     let head = format!(
         "POST /observe/observables HTTP/1.1\r\nhost: relay\r\nauthorization: Bearer {token}\r\n\
@@ -358,6 +362,10 @@ async fn an_answer_its_caller_does_not_read_is_counted_until_sent_then_cut_off()
         // Long enough that every answer is being read before the first
         // deadline, however slowly this machine makes them.
         settings.limits.answer_send_timeout = Duration::from_secs(8);
+        // 400 KB upstream answers: not the tests' short upstream timeout;
+        // answers of 9 MB whole, whatever order the lookups are mapped in.
+        settings.upstream.timeout = Duration::from_secs(20);
+        settings.limits.max_response_bytes = 1 << 28;
         settings.limits.max_held_bytes = 1 << 30;
         settings.limits.max_held_bytes_per_tenant = 1 << 30;
     })

@@ -303,6 +303,11 @@ impl CyberScan {
         }
         // Boxed: the token call's future is large and rarely needed.
         Box::pin(self.state.token_calls.run(key.clone(), scope, async {
+            // A leader that missed the cache just before the last leader
+            // filled it and landed: no second call.
+            if let Some(token) = self.state.tokens.get(&key).await {
+                return Ok(token);
+            }
             let token = self.authenticate(credentials, scope).await?;
             self.state.tokens.insert(key, token.clone()).await;
             Ok(token)
