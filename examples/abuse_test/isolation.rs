@@ -560,17 +560,30 @@ async fn answers_timed_out(relay: &Relay) -> u64 {
         .unwrap_or(0)
 }
 
-/// Item 5: 20 callers read 16 MB answers at 1 KB/s. Judged from the relay's
-/// side (a reader drains its own receive buffer after the reset).
+/// Item 5: 20 callers read 16 MB answers at 1 KB/s. Their hosts are four
+/// machines and the pool has room for every answer, so that all twenty are
+/// made and wait for their readers (`bounds` runs them at the defaults).
+/// Judged from the relay's side: a reader drains its own receive buffer
+/// after the reset.
 pub async fn slow_readers() -> Result<Vec<String>, String> {
-    let (host, _) = serve(large_answers(), Duration::ZERO)?;
+    let mut hosts = Vec::new();
+    for n in 12..16 {
+        hosts.push(serve_at(&format!("127.0.0.{n}"), large_answers(), Duration::ZERO)?.0);
+    }
     let relay = Relay::start(
         &binary(),
-        &[("ANSWER_SEND_TIMEOUT_SECONDS", "5".to_owned())],
+        &[
+            ("ANSWER_SEND_TIMEOUT_SECONDS", "5".to_owned()),
+            ("MAX_HELD_BYTES", (1 << 30).to_string()),
+            ("MAX_HELD_BYTES_PER_TENANT", (256 << 20).to_string()),
+            ("REQUEST_MAX_RESPONSE_BYTES", (64 << 20).to_string()),
+            ("UPSTREAM_TIMEOUT_SECONDS", "30".to_owned()),
+        ],
     )?;
     let peak = PeakRss::start(&relay);
     let readers: Vec<_> = (0..20)
         .map(|n| {
+            let host = &hosts[n % hosts.len()];
             let token = token(&json!({"api_key": format!("reader-{n}"), "host": host}));
             let port = relay.port;
             actix_web::rt::spawn(slow_reader(
@@ -582,9 +595,12 @@ pub async fn slow_readers() -> Result<Vec<String>, String> {
         })
         .collect();
     // The answers are made within a few seconds; then 5 s to be read.
-    actix_web::rt::time::sleep(Duration::from_secs(4)).await;
-    let held_waiting = held_bytes(&relay).await;
-    actix_web::rt::time::sleep(Duration::from_secs(8)).await;
+    let mut held_waiting = 0;
+    for _ in 0..8 {
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        held_waiting = held_waiting.max(held_bytes(&relay).await);
+    }
+    actix_web::rt::time::sleep(Duration::from_secs(10)).await;
     let held_after = held_bytes(&relay).await;
     let cut = answers_timed_out(&relay).await;
     for reader in readers {
@@ -592,19 +608,19 @@ pub async fn slow_readers() -> Result<Vec<String>, String> {
     }
     let peak = peak.stop().await;
     println!(
-        "\n== slow readers: 20 callers read answers of 16 MB at 1 KB/s, \
-         ANSWER_SEND_TIMEOUT_SECONDS=5"
+        "\n== slow readers: 20 callers read answers of 16 MB at 1 KB/s (4 hosts, a pool \
+         of 1 GiB), ANSWER_SEND_TIMEOUT_SECONDS=5"
     );
     println!(
-        "held while they read:          {:.1} MiB (pool 64 MiB: the answers count until sent)",
+        "held while they read, at most: {:.1} MiB (the answers count until sent)",
         held_waiting as f64 / MIB as f64
     );
     println!("answers cut at the deadline:   {cut}");
-    println!("held 7 s after the deadline:   {held_after} bytes");
+    println!("held after the deadline:       {held_after} bytes");
     println!("relay RSS peak:                {peak:.1} MB");
     let mut problems = Vec::new();
-    if cut == 0 {
-        problems.push("no answer was cut at the deadline".to_owned());
+    if cut < 10 {
+        problems.push(format!("{cut} answers of 20 were cut at the deadline"));
     }
     if held_waiting == 0 {
         problems.push("the answers waiting for their readers were not counted".to_owned());
