@@ -16,8 +16,11 @@ fuzz_target!(|body: &[u8]| {
     };
     let _ = mapping::resolved_ip(body);
     if let Ok(page) = mapping::details_page(body) {
-        let reference = mapping::reference(&observable, page);
-        let _ = serde_json::to_vec(&reference);
+        if let Some(reference) = mapping::reference(&observable, &page) {
+            // Only absolute http(s) URLs become links.
+            assert!(reference.url.starts_with("http://") || reference.url.starts_with("https://"));
+            let _ = serde_json::to_vec(&reference);
+        }
     }
     if let Ok(found) = mapping::vulnerabilities(body) {
         let count = found.len();
