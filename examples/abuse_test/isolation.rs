@@ -133,8 +133,8 @@ fn c1fapp_record() -> Value {
     })
 }
 
-/// The relay's `ctr_relay_held_bytes`.
-async fn held_bytes(relay: &Relay) -> u64 {
+/// One of the relay's metrics without labels (0 when it cannot be read).
+async fn metric(relay: &Relay, name: &str) -> u64 {
     let Ok(http) = client(Duration::from_secs(5)) else {
         return 0;
     };
@@ -142,14 +142,20 @@ async fn held_bytes(relay: &Relay) -> u64 {
     let Ok(response) = http.get(url).send().await else {
         return 0;
     };
+    let prefix = format!("{name} ");
     response
         .text()
         .await
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("ctr_relay_held_bytes "))
+        .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The relay's `ctr_relay_held_bytes`.
+async fn held_bytes(relay: &Relay) -> u64 {
+    metric(relay, "ctr_relay_held_bytes").await
 }
 
 /// `n` C1fApp lookups by tenant B, one after another: how many came back with
@@ -541,25 +547,6 @@ fn large_answers() -> Value {
     json!({"vulnerabilities": findings})
 }
 
-/// The relay's `ctr_relay_answers_timed_out_total`.
-async fn answers_timed_out(relay: &Relay) -> u64 {
-    let Ok(http) = client(Duration::from_secs(5)) else {
-        return 0;
-    };
-    let url = format!("http://127.0.0.1:{}/metrics", relay.port);
-    let Ok(response) = http.get(url).send().await else {
-        return 0;
-    };
-    response
-        .text()
-        .await
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("ctr_relay_answers_timed_out_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Item 5: 20 callers read 16 MB answers at 1 KB/s. Their hosts are four
 /// machines and the pool has room for every answer, so that all twenty are
 /// made and wait for their readers (`bounds` runs them at the defaults).
@@ -602,7 +589,7 @@ pub async fn slow_readers() -> Result<Vec<String>, String> {
     }
     actix_web::rt::time::sleep(Duration::from_secs(10)).await;
     let held_after = held_bytes(&relay).await;
-    let cut = answers_timed_out(&relay).await;
+    let cut = metric(&relay, "ctr_relay_answers_timed_out_total").await;
     for reader in readers {
         reader.abort();
     }
