@@ -187,6 +187,33 @@ async fn tenant_b_c1fapp(relay: &Relay, n: usize) -> (usize, Duration) {
     (answered, slowest)
 }
 
+/// Tenant B asks its healthy CyberScan at `host` about `n` IPs, one request
+/// each: every latency, and whether that answer held its sighting.
+pub async fn ask_cyberscan(
+    relay: &Relay,
+    host: &str,
+    n: usize,
+) -> Result<Vec<(Duration, bool)>, String> {
+    let http = client(Duration::from_secs(10))?;
+    let tenant_b = token(&json!({"api_key": "tenant-b", "host": host}));
+    let mut asked = Vec::new();
+    for n in 0..n {
+        let started = Instant::now();
+        let answer: Value = match http
+            .post(relay.url())
+            .bearer_auth(&tenant_b)
+            .json(&json!([{"type": "ip", "value": format!("192.0.2.{}", n + 1)}]))
+            .send()
+            .await
+        {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        asked.push((started.elapsed(), answer["data"]["sightings"]["count"] == 1));
+    }
+    Ok(asked)
+}
+
 /// Sends tenant A's request and forgets it (it never ends by itself).
 fn send_and_forget(relay: &Relay, token: String, body: Value) -> tokio::task::JoinHandle<()> {
     let url = relay.url();
@@ -314,26 +341,13 @@ pub async fn spellings() -> Result<Vec<String>, String> {
         .collect();
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     let held = first_lookups.load(Ordering::SeqCst) + second_lookups.load(Ordering::SeqCst);
-    let http = client(Duration::from_secs(10))?;
-    let tenant_b = token(&json!({"api_key": "tenant-b", "host": healthy}));
-    let (mut answered, mut slowest) = (0, Duration::ZERO);
-    for n in 0..10 {
-        let asked = Instant::now();
-        let answer: Value = match http
-            .post(relay.url())
-            .bearer_auth(&tenant_b)
-            .json(&json!([{"type": "ip", "value": format!("192.0.2.{}", n + 1)}]))
-            .send()
-            .await
-        {
-            Ok(response) => response.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
-        slowest = slowest.max(asked.elapsed());
-        if answer["data"]["sightings"]["count"] == 1 {
-            answered += 1;
-        }
-    }
+    let asked = ask_cyberscan(&relay, &healthy, 10).await?;
+    let answered = asked.iter().filter(|(_, with_data)| *with_data).count();
+    let slowest = asked
+        .iter()
+        .map(|(latency, _)| *latency)
+        .max()
+        .unwrap_or_default();
     for request in tenant_a {
         request.abort();
     }

@@ -474,27 +474,9 @@ async fn tenants(args: &Args) -> Result<Vec<String>, String> {
         }));
     }
     actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
-    let tenant_b = token(&json!({"api_key": "tenant-b", "host": healthy}));
-    let http = client(Duration::from_secs(5))?;
-    let mut latencies = Vec::new();
-    let mut with_data = 0;
-    for n in 0..20 {
-        let asked = Instant::now();
-        let answer: Value = match http
-            .post(relay.url())
-            .bearer_auth(&tenant_b)
-            .json(&json!([{"type": "ip", "value": format!("192.0.2.{}", n + 1)}]))
-            .send()
-            .await
-        {
-            Ok(response) => response.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
-        latencies.push(asked.elapsed());
-        if answer["data"]["sightings"]["count"] == 1 {
-            with_data += 1;
-        }
-    }
+    let asked = isolation::ask_cyberscan(&relay, &healthy, 20).await?;
+    let mut latencies: Vec<Duration> = asked.iter().map(|(latency, _)| *latency).collect();
+    let with_data = asked.iter().filter(|(_, with_data)| *with_data).count();
     for request in flood {
         request.abort();
     }
