@@ -2,7 +2,8 @@
 # `ctr-relay demo` as a new user runs it: start it on a free port, take the
 # curl command it prints, run that command, and check the answer holds
 # sightings, indicators, relationships, judgements and verdicts, with
-# sightings from both providers. Prints the counts. 127.0.0.1 only.
+# sightings from both providers, and is a valid CTIM bundle
+# (examples/ctim_check.rs). Prints the counts. 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -24,8 +25,11 @@ done
 [ -n "$command" ] || { cat "$work/demo.log"; fail "the demo printed no curl command"; }
 wait_port "$port" 10 || fail "the demo relay is not listening"
 
+log "building the CTIM check (examples/ctim_check.rs)"
+cargo build --locked --quiet --example ctim_check
 log "running the printed command"
 answer=$(eval "$command")
+echo "$answer" | target/debug/examples/ctim_check || fail "the demo's answer is not valid CTIM"
 echo "$answer" | python3 -c '
 import json, sys
 answer = json.load(sys.stdin)

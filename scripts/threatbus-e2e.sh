@@ -22,7 +22,7 @@ if [ ! -x "$VENV/bin/threatbus" ]; then
 fi
 
 log "building the relay and the mock upstream"
-cargo build --locked --bin ctr-relay --example mock_upstream
+cargo build --locked --bin ctr-relay --example mock_upstream --example ctim_check
 RELAY=target/debug/ctr-relay
 
 wait_log() { # file, text, seconds
@@ -70,7 +70,7 @@ pids+=("$relay_pid")
 wait_log "$work/relay.log" "subscribed to Threat Bus" 30 || { cat "$work/relay.log"; fail "the relay did not subscribe"; }
 
 log "injecting an indicator; waiting for its sighting"
-"$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 192.0.2.10 \
+"$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 192.0.2.10 --ctim-check target/debug/examples/ctim_check \
   || { tail -20 "$work/relay.log"; tail -20 "$work/threatbus.log"; fail "no valid sighting"; }
 
 both="Received subscription for topic ['stix2/indicator', 'stix2/sighting']"
@@ -93,7 +93,7 @@ for _ in $(seq 1 300); do
 done
 [ "$(grep -c "subscribed to Threat Bus" "$work/relay.log")" -gt "$subscriptions" ] \
   || { tail -20 "$work/relay.log"; fail "the relay did not subscribe again after the restart"; }
-"$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 198.51.100.7 \
+"$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 198.51.100.7 --ctim-check target/debug/examples/ctim_check \
   || { tail -20 "$work/relay.log"; fail "no sighting after the restart"; }
 
 metrics=$(curl -fsS "http://127.0.0.1:$metrics_port/metrics")

@@ -3,13 +3,16 @@
 Subscribes to stix2/sighting through Threat Bus's manage socket, injects a
 STIX 2.1 indicator on Threat Bus's sub port (as another app would publish
 it), and waits for a sighting of that indicator: it must be valid STIX 2.1
-(parsed by the stix2 library) and carry the provider's CTIM sighting.
+(parsed by the stix2 library) and carry the provider's CTIM sighting, valid
+CTIM by the relay's check (`--ctim-check`: examples/ctim_check.rs, built).
 
-    python threatbus_e2e.py --manage tcp://127.0.0.1:13370 --value 192.0.2.10
+    python threatbus_e2e.py --manage tcp://127.0.0.1:13370 --value 192.0.2.10 \
+        --ctim-check target/debug/examples/ctim_check
 """
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 
@@ -33,6 +36,7 @@ def main():
     parser.add_argument("--manage", required=True)
     parser.add_argument("--value", default="192.0.2.10")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--ctim-check", required=True)
     args = parser.parse_args()
     host = args.manage.rsplit(":", 1)[0]
 
@@ -79,6 +83,10 @@ def main():
             assert context_["type"] == "sighting", context_
             assert context_["source"] in ("C1fApp", "CyberScan"), context_
             assert context_["observables"][0]["value"] == args.value, context_
+            check = subprocess.run(
+                [args.ctim_check, "--sighting"], input=json.dumps(context_), text=True
+            )
+            assert check.returncode == 0, context_
             print(
                 f"ok: sighting {sighting['id']} of {indicator.id} "
                 f"({context_['source']}, last_seen {sighting['last_seen']})"

@@ -206,6 +206,8 @@ pub fn collect(url: String, tls_ca_pem: Option<String>, queue: String) -> Collec
         seen: HashMap::new(),
         replies: 0,
         count_only: None,
+        checked: 0,
+        invalid: Vec::new(),
     }
 }
 
@@ -278,6 +280,10 @@ pub struct Collector {
     /// Every message received (or, counting only, those counted).
     pub replies: usize,
     count_only: Option<String>,
+    /// Replies checked as CTIM answers (`ctr_relay::ctim::check`), and what
+    /// was wrong with those that were not valid.
+    pub checked: usize,
+    pub invalid: Vec<String>,
 }
 
 impl Drop for Collector {
@@ -311,8 +317,29 @@ impl Collector {
         self.replies += 1;
         let value = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String("(not JSON)".to_owned()));
+        self.check(&value);
         let entry = self.seen.entry(key(&value)).or_insert((0, value));
         entry.0 += 1;
+    }
+
+    /// A reply's `data` and `errors` (left out when empty, as over HTTP)
+    /// checked as a CTIM answer.
+    fn check(&mut self, value: &Value) {
+        let message = &value["message"];
+        let Some(data) = message.get("data") else {
+            return;
+        };
+        let mut answer = serde_json::json!({"data": data});
+        if message["errors"]
+            .as_array()
+            .is_some_and(|errors| !errors.is_empty())
+        {
+            answer["errors"] = message["errors"].clone();
+        }
+        self.checked += 1;
+        for problem in ctr_relay::ctim::check::answer_problems(&answer) {
+            self.invalid.push(format!("{}: {problem}", key(value)));
+        }
     }
 
     /// Reads messages until `done` holds or `timeout` passes; whether it held.

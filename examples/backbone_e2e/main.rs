@@ -195,5 +195,13 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
     if totals.lost != 0 {
         return Err(format!("{} requests lost", totals.lost));
     }
+    println!(
+        "backbone e2e: {} replies checked as CTIM answers, {} problems",
+        run.replies.checked,
+        run.replies.invalid.len()
+    );
+    if let Some(problem) = run.replies.invalid.first() {
+        return Err(format!("a reply is not valid CTIM: {problem}"));
+    }
     Ok(())
 }

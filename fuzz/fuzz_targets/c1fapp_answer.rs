@@ -1,9 +1,10 @@
 //! Any bytes as a C1fApp answer: parsed and mapped to CTIM for each kind of
-//! observable, then serialized, never a panic; every relationship points at
-//! entities of the same answer.
+//! observable, then serialized, never a panic; every answer, alone or two
+//! observables' folded into one, is a valid CTIM bundle (`ctim::check`).
 #![no_main]
 
-use ctr_relay::ctim::{JsonSize, SequentialIds};
+use ctr_relay::ctim::check::bundle_problems;
+use ctr_relay::ctim::{Entities, JsonSize, RandomIds};
 use ctr_relay::providers::scope::Unbounded;
 use ctr_relay::domain::{EntitiesLimit, Observable, ObservableType};
 use ctr_relay::providers::c1fapp::{mapping, records};
@@ -21,6 +22,7 @@ fuzz_target!(|body: &[u8]| {
             "https://login.example.net/?session=abc",
         ),
     ] {
+        let mut answer = Entities::default();
         let observable = Observable {
             kind,
             value: value.to_owned(),
@@ -34,7 +36,7 @@ fuzz_target!(|body: &[u8]| {
                 &records,
                 limit,
                 &Unbounded,
-                &mut SequentialIds::default(),
+                &mut RandomIds,
             ) else {
                 panic!("an unbounded allowance never runs out");
             };
@@ -45,13 +47,24 @@ fuzz_target!(|body: &[u8]| {
                 let json = serde_json::to_vec(sighting).unwrap_or_default();
                 assert!(sighting.json_size() >= json.len());
             }
-            for relationship in &entities.relationships.0 {
-                let sighting = |s: &&ctr_relay::ctim::Sighting| s.id == relationship.source_ref;
-                let indicator = |i: &&ctr_relay::ctim::Indicator| i.id == relationship.target_ref;
-                assert!(entities.sightings.0.iter().any(|s| sighting(&s)));
-                assert!(entities.indicators.0.iter().any(|i| indicator(&i)));
-            }
+            let problems = bundle_problems(&serde_json::to_value(&entities).unwrap_or_default());
+            assert!(problems.is_empty(), "{problems:?}");
+            answer.extend(entities);
             let _ = mapping::verdict(&observable, &records, limit);
         }
+        // The same records again under another id source, folded into one
+        // answer as `enrich::observe` does: still one indicator per feed.
+        if let Ok(again) = mapping::entities(
+            &observable,
+            &records,
+            EntitiesLimit::DEFAULT,
+            &Unbounded,
+            &mut RandomIds,
+        ) {
+            answer.extend(again);
+        }
+        answer.fold_shared_indicators();
+        let problems = bundle_problems(&serde_json::to_value(&answer).unwrap_or_default());
+        assert!(problems.is_empty(), "{problems:?}");
     }
 });

@@ -102,6 +102,32 @@ pub struct Indicator {
     pub valid_time: ValidTime,
 }
 
+/// The most tags one indicator carries.
+pub const MAX_TAGS: usize = 64;
+
+impl Indicator {
+    /// Folds `other`, the same indicator seen again (another record of its
+    /// feed, another observable found in it), into this one: the tags are the
+    /// union of both (in order of first appearance, at most [`MAX_TAGS`]), the
+    /// confidence the stronger of the two. The bytes the tags grew by.
+    pub fn absorb(&mut self, other: Indicator) -> usize {
+        let mut grown = 0;
+        for tag in other.tags {
+            if self.tags.len() >= MAX_TAGS {
+                break;
+            }
+            if !self.tags.contains(&tag) {
+                grown += super::text_size(&tag) + 1;
+                self.tags.push(tag);
+            }
+        }
+        if other.confidence.strength() > self.confidence.strength() {
+            self.confidence = other.confidence;
+        }
+        grown
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename = "relationship")]
 pub struct Relationship {

@@ -4,6 +4,7 @@
 //! and its `schema_version` through the zero-sized [`SchemaVersion`], so neither
 //! can be forgotten or misspelt. `count` fields of [`Docs`] are derived.
 
+pub mod check;
 mod entities;
 mod error;
 mod ids;
@@ -11,13 +12,15 @@ mod size;
 mod values;
 
 pub use entities::{
-    ColumnDefinition, Indicator, Judgement, ObservedRelation, ObservedTime, Reference,
+    ColumnDefinition, Indicator, Judgement, MAX_TAGS, ObservedRelation, ObservedTime, Reference,
     Relationship, Sighting, SightingDataTable, ValidTime, Verdict,
 };
 pub use error::{CtimError, ErrorCode, ErrorEnvelope};
 pub use ids::{IdSource, RandomIds, SequentialIds, TransientId};
 pub use size::{JsonSize, text_size};
 pub use values::{Confidence, Disposition, RelationType, SchemaVersion, Severity, Timestamp, Tlp};
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde::ser::SerializeStruct;
@@ -144,6 +147,26 @@ impl Entities {
         self.relationships.0.extend(other.relationships.0);
         self.judgements.0.extend(other.judgements.0);
         self.verdicts.0.extend(other.verdicts.0);
+    }
+
+    /// Keeps each indicator once: one held again (the same id: the same feed,
+    /// found for another observable) is folded into its first appearance
+    /// ([`Indicator::absorb`]), so every relationship naming it still resolves.
+    pub fn fold_shared_indicators(&mut self) {
+        let mut first: HashMap<TransientId, usize> = HashMap::new();
+        let mut kept: Vec<Indicator> = Vec::with_capacity(self.indicators.len());
+        for indicator in std::mem::take(&mut self.indicators.0) {
+            match first.get(&indicator.id) {
+                Some(&at) => {
+                    kept[at].absorb(indicator);
+                }
+                None => {
+                    first.insert(indicator.id.clone(), kept.len());
+                    kept.push(indicator);
+                }
+            }
+        }
+        self.indicators.0 = kept;
     }
 }
 

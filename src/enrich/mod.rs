@@ -94,7 +94,7 @@ pub async fn observe(
     concurrency: usize,
     scope: &Scope,
 ) -> Outcome<Entities> {
-    fan_out(
+    let mut outcome = fan_out(
         providers,
         observables,
         Capability::Observe,
@@ -102,7 +102,9 @@ pub async fn observe(
         |provider, observable| provider.observe(observable, limit, scope),
         |data: &mut Entities, found| data.extend(found),
     )
-    .await
+    .await;
+    outcome.data.fold_shared_indicators();
+    outcome
 }
 
 /// What `POST /deliberate/observables` answers: the verdicts alone.

@@ -146,11 +146,27 @@ impl TestApp {
     }
 }
 
-/// Asserts HTTP 200 with `application/json`, and returns the body.
+/// Asserts HTTP 200 with `application/json`, and returns the body, after
+/// checking that an answer (`data`, `errors`) is valid CTIM.
 pub async fn json_body(response: reqwest::Response) -> Value {
     assert_eq!(response.status(), 200, "HTTP status");
     assert_json_content_type(&response);
-    response.json().await.expect("a JSON body")
+    assert_ctim(response.json().await.expect("a JSON body"))
+}
+
+/// `body`, after asserting that it is a valid CTIM answer when it is one (it
+/// carries `data` or `errors`; /watchdog's echo, a string, is not): ids
+/// unique, references resolved, required fields, vocabularies, times and
+/// links (`ctr_relay::ctim::check`).
+pub fn assert_ctim(body: Value) -> Value {
+    if body.get("data").is_some_and(|data| !data.is_string()) || body.get("errors").is_some() {
+        let problems = ctr_relay::ctim::check::answer_problems(&body);
+        assert!(
+            problems.is_empty(),
+            "not valid CTIM: {problems:#?}\n{body:#}"
+        );
+    }
+    body
 }
 
 pub fn assert_json_content_type(response: &reqwest::Response) {

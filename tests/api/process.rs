@@ -9,8 +9,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    C1FAPP_KEY, C1FAPP_PATH, CYBERSCAN_KEY, CYBERSCAN_TOKEN, SECRET_KEY, c1fapp_record,
-    closed_port, hs256_token, jwk, observable, rs256_token, test_client, vulnerability,
+    C1FAPP_KEY, C1FAPP_PATH, CYBERSCAN_KEY, CYBERSCAN_TOKEN, SECRET_KEY, assert_ctim,
+    c1fapp_record, closed_port, hs256_token, jwk, observable, rs256_token, test_client,
+    vulnerability,
 };
 
 use crate::relay_process::{Relay, run};
@@ -85,7 +86,7 @@ async fn the_relay_serves_with_every_setting_at_its_largest_accepted_value() {
         .send()
         .await
         .unwrap();
-    let body: Value = response.json().await.unwrap();
+    let body = assert_ctim(response.json().await.unwrap());
     assert_eq!(body["data"]["sightings"]["count"], 1, "{body}");
     relay.signal("TERM");
     let (code, output) = relay.wait().await;
@@ -281,7 +282,7 @@ async fn a_request_in_flight_at_sigterm_completes_with_its_data() {
             .unwrap()
             .expect("the request in flight is answered");
         assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.unwrap();
+        let body = assert_ctim(response.json().await.unwrap());
         assert_eq!(body["data"]["sightings"]["count"], 1, "SIG{signal}: {body}");
 
         let (code, output) = relay.wait().await;
@@ -358,7 +359,7 @@ async fn with_four_warm_workers_a_request_in_flight_at_sigterm_completes() {
                 .unwrap()
                 .unwrap_or_else(|error| panic!("round {round}: {value} was not answered: {error}"));
             assert_eq!(response.status(), 200);
-            let body: Value = response.json().await.unwrap();
+            let body = assert_ctim(response.json().await.unwrap());
             assert_eq!(
                 body["data"]["sightings"]["count"], 1,
                 "round {round}: {value}: {body}"
@@ -476,7 +477,7 @@ async fn caller_chosen_hosts_never_go_through_an_environment_proxy() {
             .send()
             .await
             .unwrap();
-        let body: Value = response.json().await.unwrap();
+        let body = assert_ctim(response.json().await.unwrap());
         assert_eq!(
             body["errors"][0]["code"], "connection error",
             "{host}: {body}"
@@ -509,7 +510,7 @@ async fn with_the_opt_in_cyberscan_calls_use_the_proxy() {
         .send()
         .await
         .unwrap();
-    let body: Value = response.json().await.unwrap();
+    let body = assert_ctim(response.json().await.unwrap());
     assert!(body["errors"].is_array(), "{body}");
     let requests = proxy.requests();
     assert!(
@@ -539,7 +540,7 @@ async fn operator_chosen_endpoints_still_use_the_environment_proxy() {
         .send()
         .await
         .unwrap();
-    let body: Value = response.json().await.unwrap();
+    let body = assert_ctim(response.json().await.unwrap());
     assert!(body["errors"].is_array(), "{body}");
     let requests = proxy.requests();
     assert!(
@@ -708,7 +709,7 @@ async fn logged_session(level: &str) -> (String, Vec<String>) {
             .send()
             .await
             .unwrap();
-        let body: Value = response.json().await.unwrap();
+        let body = assert_ctim(response.json().await.unwrap());
         assert_eq!(body["errors"][0]["code"], "key error", "{body}");
     }
     relay.signal("TERM");

@@ -171,6 +171,9 @@ impl FakeBus {
                             assert_eq!(topic, "stix2/sighting", "one frame, the topic first");
                             let sighting: Value = serde_json::from_str(body).unwrap();
                             if sighting["sighting_of_ref"] == id.as_str() {
+                                let context = &sighting["x_threatbus_sighting_context"];
+                                let problems = ctr_relay::ctim::check::sighting_problems(context);
+                                assert!(problems.is_empty(), "not valid CTIM: {problems:?}");
                                 return sighting;
                             }
                         }

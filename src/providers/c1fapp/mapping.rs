@@ -10,9 +10,9 @@ use super::records::Record;
 use super::relations::relations;
 use crate::ctim::JsonSize;
 use crate::ctim::{
-    Confidence, Disposition, Entities, IdSource, Indicator, Judgement, ObservedTime, Relationship,
-    SchemaVersion, Severity, Sighting, Timestamp, Tlp, TransientId, ValidTime, Verdict, clip,
-    web_url,
+    Confidence, Disposition, Entities, IdSource, Indicator, Judgement, MAX_TAGS, ObservedTime,
+    Relationship, SchemaVersion, Severity, Sighting, Timestamp, Tlp, TransientId, ValidTime,
+    Verdict, clip, web_url,
 };
 use crate::domain::{EntitiesLimit, Observable};
 use crate::providers::scope::{Allowance, Truncated};
@@ -25,8 +25,6 @@ const SOURCE: &str = "C1fApp";
 static INDICATOR_NAMESPACE: LazyLock<Uuid> =
     LazyLock::new(|| Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://www.c1fapp.com/"));
 
-/// The most tags (a record's assessments) one indicator carries.
-pub const MAX_TAGS: usize = 64;
 const JUDGEMENT_PRIORITY: u8 = 85;
 const JUDGEMENT_DAYS: u64 = 30;
 
@@ -48,34 +46,39 @@ pub fn entities(
 ) -> Result<Entities, Truncated> {
     let records = newest(records, limit);
     let mut entities = Entities::default();
-    let mut indicator_of_feed: HashMap<&str, TransientId> = HashMap::new();
+    // Where each feed's indicator is in `entities.indicators`.
+    let mut indicator_of_feed: HashMap<&str, usize> = HashMap::new();
 
     for record in records {
         let sighting = sighting(observable, record, ids);
-        let new_indicator = match indicator_of_feed.contains_key(record.feed_label.as_ref()) {
-            true => None,
-            false => Some(indicator(record)),
-        };
-        let indicator_id = match &new_indicator {
-            Some(indicator) => indicator.id.clone(),
-            None => indicator_of_feed[record.feed_label.as_ref()].clone(),
-        };
+        let indicator = indicator(record);
+        let held = indicator_of_feed.get(record.feed_label.as_ref()).copied();
         let relationship = Relationship {
             id: TransientId::new("relationship", ids),
             schema_version: SchemaVersion,
             relationship_type: "member-of",
             source_ref: sighting.id.clone(),
-            target_ref: indicator_id,
+            target_ref: indicator.id.clone(),
         };
         let size = sighting.json_size()
             + relationship.json_size()
-            + new_indicator.as_ref().map_or(0, JsonSize::json_size);
+            + held.map_or_else(|| indicator.json_size(), |_| 0);
         if !allowance.allow(size) {
             return Err(Truncated);
         }
-        if let Some(indicator) = new_indicator {
-            indicator_of_feed.insert(&record.feed_label, indicator.id.clone());
-            entities.indicators.0.push(indicator);
+        match held {
+            // Another record of a feed already held: its tags and confidence
+            // join the feed's indicator.
+            Some(at) => {
+                let grown = entities.indicators.0[at].absorb(indicator);
+                if !allowance.allow(grown) {
+                    return Err(Truncated);
+                }
+            }
+            None => {
+                indicator_of_feed.insert(&record.feed_label, entities.indicators.len());
+                entities.indicators.0.push(indicator);
+            }
         }
         entities.relationships.0.push(relationship);
         entities.sightings.0.push(sighting);
@@ -418,14 +421,15 @@ mod tests {
     fn one_indicator_per_feed_and_every_sighting_points_at_its_feed() {
         let records = [
             record(
-                json!({"reportime": ["2020-03-01"], "feed_label": ["A"], "assessment": ["phishing"]}),
+                json!({"reportime": ["2020-03-01"], "feed_label": ["A"], "assessment": ["phishing"], "confidence": [30]}),
             ),
             record(
                 json!({"reportime": ["2020-02-01"], "feed_label": ["B"], "assessment": ["malware"]}),
             ),
-            record(
-                json!({"reportime": ["2020-01-01"], "feed_label": ["A"], "assessment": ["other"]}),
-            ),
+            record(json!({
+                "reportime": ["2020-01-01"], "feed_label": ["A"],
+                "assessment": ["other", "phishing"], "confidence": [90]
+            })),
         ];
         let entities = entities(
             &domain(),
@@ -440,8 +444,13 @@ mod tests {
         let indicator_a = &entities.indicators.0[0];
         assert_eq!(
             indicator_a.tags,
-            vec!["phishing"],
-            "taken from the feed's first (newest) record"
+            vec!["phishing", "other"],
+            "the union of the feed's records' assessments, in order"
+        );
+        assert_eq!(
+            indicator_a.confidence,
+            Confidence::High,
+            "the strongest of the feed's records"
         );
         let targets: Vec<_> = entities
             .relationships
