@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
+use publishes::Publishes;
+
+mod publishes;
 
 /// The frame size the relay's client asks for (RabbitMQ's default).
 pub const FRAME_MAX: u32 = 128 * 1024;
@@ -37,6 +40,7 @@ const HEADER: u8 = 2;
 const BODY: u8 = 3;
 const BASIC: u16 = 60;
 const DELIVER: u16 = 60;
+const PUBLISH: u16 = 40;
 const REJECT: u16 = 90;
 /// `AMQP\0\0\9\1`, the first bytes a client sends.
 const PROTOCOL_HEADER: usize = 8;
@@ -321,13 +325,17 @@ async fn relay(inner: TcpStream, outer: Box<dyn Stream>, max_body: u64, metrics:
 }
 
 /// The client's frames to the broker, whole, with the guard's rejects
-/// between them.
+/// between them — never inside a publish of the reject's channel, whose
+/// frames may arrive over several reads (a reply over 64 KiB): a reject
+/// falling due then waits for the publish's last body frame.
 async fn outward(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     mut rejects: mpsc::UnboundedReceiver<Vec<u8>>,
 ) -> Result<(), String> {
     let mut splitter = Splitter::new(PROTOCOL_HEADER);
+    let mut publishes = Publishes::default();
+    let mut waiting: Vec<Vec<u8>> = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     loop {
@@ -339,11 +347,35 @@ async fn outward(
                 }
                 splitter.push(&buffer[..n]);
                 // The whole frames of this read, in one write.
-                while let Some(frame) = splitter.next().map_err(|error| format!("from the client: {error}"))? {
+                loop {
+                    // The protocol header (maybe in pieces) is not a frame.
+                    let raw = splitter.raw_left > 0;
+                    let Some(frame) = splitter.next().map_err(|error| format!("from the client: {error}"))? else {
+                        break;
+                    };
                     out.extend_from_slice(frame);
+                    if raw {
+                        continue;
+                    }
+                    publishes
+                        .on_frame(frame)
+                        .map_err(|error| format!("from the client: {error}"))?;
+                    let channel = channel_of(frame);
+                    if publishes.idle(channel) {
+                        waiting.retain(|reject| {
+                            let due = channel_of(reject) == channel;
+                            if due {
+                                out.extend_from_slice(reject);
+                            }
+                            !due
+                        });
+                    }
                 }
             }
-            Some(reject) = rejects.recv() => out.extend_from_slice(&reject),
+            Some(reject) = rejects.recv() => match publishes.idle(channel_of(&reject)) {
+                true => out.extend_from_slice(&reject),
+                false => waiting.push(reject),
+            },
         }
         if !out.is_empty() {
             to.write_all(&out)

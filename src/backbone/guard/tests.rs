@@ -204,3 +204,85 @@ async fn through_the_guard_small_deliveries_pass_and_large_ones_are_rejected_to_
             .contains(r#"ctr_relay_backbone_events_total{event="oversized"} 1"#)
     );
 }
+
+fn publish(channel: u16) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&BASIC.to_be_bytes());
+    payload.extend_from_slice(&PUBLISH.to_be_bytes());
+    payload.extend_from_slice(&0u16.to_be_bytes()); // reserved
+    payload.push(0); // the default exchange
+    payload.extend_from_slice(b"\x0fctr-relay-outbox");
+    payload.push(0); // mandatory, immediate: false
+    frame(METHOD, channel, &payload)
+}
+
+/// The client's frames as the broker receives them through `outward`, the
+/// guard's rejects let in while the client writes `reads` one at a time.
+async fn outward_of(reads: Vec<Vec<u8>>, reject_after: usize) -> Vec<u8> {
+    let (mut client, client_side) = tokio::io::duplex(1 << 20);
+    let (broker_side, mut broker) = tokio::io::duplex(1 << 20);
+    let (rejects, rejected) = mpsc::unbounded_channel();
+    let task = tokio::spawn(outward(client_side, broker_side, rejected));
+    client.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
+    for (n, read) in reads.into_iter().enumerate() {
+        client.write_all(&read).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if n + 1 == reject_after {
+            rejects.send(reject_frame(1, 9)).unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    drop(client);
+    task.await.unwrap().unwrap();
+    let mut received = Vec::new();
+    broker.read_to_end(&mut received).await.unwrap();
+    received[PROTOCOL_HEADER..].to_vec()
+}
+
+#[tokio::test]
+async fn a_reject_never_splits_a_publish_whose_frames_arrive_in_separate_reads() {
+    // A 300 KiB reply: method, header and the first body frame in one read,
+    // the rest of its body in two more; a reject falls due after the first.
+    let reply = [
+        publish(1),
+        header(1, 300 * 1024),
+        body(1, 100 * 1024),
+        body(1, 100 * 1024),
+        body(1, 100 * 1024),
+    ];
+    let reads = vec![
+        reply[..3].concat(),
+        reply[3].clone(),
+        [reply[4].clone(), heartbeat()].concat(),
+    ];
+    let received = outward_of(reads, 1).await;
+    let expected = [reply.concat(), reject_frame(1, 9), heartbeat()].concat();
+    assert_eq!(received.len(), expected.len());
+    assert!(
+        received == expected,
+        "the reject waits for the publish's last body frame"
+    );
+
+    // Between publishes (and for an empty body, after its header) a reject
+    // goes at once.
+    let empty = [publish(1), header(1, 0)].concat();
+    let received = outward_of(vec![empty.clone(), heartbeat()], 1).await;
+    assert_eq!(received, [empty, reject_frame(1, 9), heartbeat()].concat());
+}
+
+#[test]
+fn publishes_are_followed_per_channel() {
+    let mut publishes = Publishes::default();
+    for frame in [publish(1), header(1, 10)] {
+        publishes.on_frame(&frame).unwrap();
+        assert!(!publishes.idle(1));
+        assert!(publishes.idle(2), "another channel");
+    }
+    publishes.on_frame(&body(1, 4)).unwrap();
+    assert!(!publishes.idle(1));
+    publishes.on_frame(&body(1, 6)).unwrap();
+    assert!(publishes.idle(1));
+    // A second publish before the first's content breaks the protocol.
+    publishes.on_frame(&publish(3)).unwrap();
+    assert_eq!(publishes.on_frame(&publish(3)), Err(FrameError::Malformed));
+}
