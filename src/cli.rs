@@ -109,6 +109,11 @@ pub struct BackboneArgs {
     #[arg(long, env = "BACKBONE_PREFETCH", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// The largest message the broker takes (RabbitMQ's max_message_size,
+    /// 128 MiB unless set): a larger answer becomes an error reply naming it.
+    #[arg(long, env = "BACKBONE_MAX_MESSAGE_BYTES", default_value_t = 134_217_728,
+          value_parser = clap::value_parser!(u64).range(4096..=536_870_912))]
+    pub max_message_bytes: u64,
     /// A PEM file of CA certificates to trust for amqps://, besides the
     /// bundled public roots.
     #[arg(long, env = "BACKBONE_TLS_CA_FILE")]

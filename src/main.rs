@@ -269,6 +269,7 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
             credentials,
             entities_limit: settings.entities_limit,
             shutdown_grace: settings.shutdown_grace,
+            max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
         };
         tracing::info!(
             broker = %backbone::describe(&backbone_settings.url),

@@ -134,7 +134,7 @@ impl Metrics {
             Opts::new(
                 "backbone_events_total",
                 "Backbone mode: requests received, replied, answered with an error, \
-                 redelivered, rejected, ignored; reconnects",
+                 redelivered, rejected, ignored, dead-lettered; replies refused; reconnects",
             ),
             &["event"],
         )?;

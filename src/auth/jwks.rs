@@ -72,6 +72,8 @@ struct KeySetState {
     /// When the last fetch started, and whether it succeeded (until it does,
     /// it counts as failed).
     last_attempt: Option<(Instant, bool)>,
+    /// Why the last fetch failed, while it is the last.
+    failure: Option<AuthError>,
     /// Signals the end of the fetch under way, if any (its sender is dropped
     /// when the fetch ends, however it ends).
     fetching: Option<watch::Receiver<()>>,
@@ -198,6 +200,7 @@ impl KeyCache {
         match fetched {
             Ok((keys, max_age)) => {
                 state.keys = Arc::new(keys);
+                state.failure = None;
                 let age = max_age.unwrap_or(self.max_age).clamp(
                     self.refetch_interval,
                     self.max_age.max(self.refetch_interval),
@@ -208,10 +211,14 @@ impl KeyCache {
                 }
                 state.keys.get(kid).cloned().ok_or(AuthError::KidNotFound)
             }
-            Err(reason) => {
-                tracing::warn!(jwks_host = %entry.host, %reason, "key set fetch failed");
+            Err(failed) => {
+                tracing::warn!(jwks_host = %entry.host, reason = %failed.reason, "key set fetch failed");
+                let error = AuthError::KeySetUnavailable {
+                    timed_out: failed.timed_out,
+                };
+                state.failure = Some(error.clone());
                 // The keys held (expired, or lacking this kid) still stand.
-                state.keys.get(kid).cloned().ok_or(AuthError::WrongJwksHost)
+                state.keys.get(kid).cloned().ok_or(error)
             }
         }
     }
@@ -221,9 +228,10 @@ impl KeySetState {
     /// Why a request whose `kid` is not in the key set is refused without a
     /// fetch: the set is fresh and lacks it, or the last fetch failed.
     fn refusal(&self) -> AuthError {
-        match self.last_attempt {
-            Some((_, true)) => AuthError::KidNotFound,
-            _ => AuthError::WrongJwksHost,
+        match (self.last_attempt, &self.failure) {
+            (Some((_, true)), _) => AuthError::KidNotFound,
+            (_, Some(failure)) => failure.clone(),
+            _ => AuthError::KeySetUnavailable { timed_out: false },
         }
     }
 }
@@ -231,13 +239,35 @@ impl KeySetState {
 /// The key set, and how long the host says it may be kept.
 type Fetched = (HashMap<String, DecodingKey>, Option<Duration>);
 
-async fn fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, String> {
+/// Why a fetch failed: for the log, and whether it was the timeout.
+struct FetchFailure {
+    reason: String,
+    timed_out: bool,
+}
+
+impl From<String> for FetchFailure {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            timed_out: false,
+        }
+    }
+}
+
+fn failure(what: &str, error: &reqwest::Error) -> FetchFailure {
+    FetchFailure {
+        reason: format!("{what}: {error}"),
+        timed_out: error.is_timeout(),
+    }
+}
+
+async fn fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, FetchFailure> {
     let started = Instant::now();
     let mut response = http
         .get(host.jwks_url().clone())
         .send()
         .await
-        .map_err(|error| format!("request failed: {error}"))?;
+        .map_err(|error| failure("request failed", &error))?;
     let status = response.status();
     let max_age = response
         .headers()
@@ -248,10 +278,10 @@ async fn fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, Strin
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|error| format!("reading the body failed: {error}"))?
+        .map_err(|error| failure("reading the body failed", &error))?
     {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(format!("the key set is larger than {MAX_JWKS_BYTES} bytes").into());
         }
         body.extend_from_slice(&chunk);
     }
@@ -262,7 +292,7 @@ async fn fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, Strin
         "key set fetch"
     );
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        return Err(format!("HTTP {status}").into());
     }
     Ok((parse_key_set(&body)?, max_age))
 }
@@ -453,7 +483,7 @@ mod tests {
             assert!(cut.is_err(), "the first request was dropped mid-fetch");
             assert_eq!(
                 cache.key(&http, &host, "unknown").await.err(),
-                Some(AuthError::WrongJwksHost),
+                Some(AuthError::KeySetUnavailable { timed_out: false }),
                 "the next one does not fetch again"
             );
             assert_eq!(server.received_requests().await.unwrap().len(), 1);

@@ -31,6 +31,10 @@ pub enum AuthError {
     HeaderTooLarge { limit: usize },
     #[error("the signature does not verify with the relay's key")]
     WrongKey,
+    #[error("the token's alg is neither HS256 nor RS256")]
+    UnsupportedAlgorithm,
+    #[error("the key set of jwks_host could not be fetched")]
+    KeySetUnavailable { timed_out: bool },
     #[error("the HS256 signature does not verify with SECRET_KEY")]
     WrongSecret,
     #[error("an HS256 token, and the relay has no SECRET_KEY")]
@@ -60,6 +64,8 @@ impl AuthError {
             AuthError::WrongStructure => "wrong_structure",
             AuthError::HeaderTooLarge { .. } => "header_too_large",
             AuthError::WrongKey => "wrong_key",
+            AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
+            AuthError::KeySetUnavailable { .. } => "key_set_unavailable",
             AuthError::WrongSecret => "wrong_secret",
             AuthError::NoSecretKey => "no_secret_key",
             AuthError::WrongAudience => "wrong_audience",
@@ -225,7 +231,7 @@ impl Authenticator {
                 jwt::verify(token, &key, &checks)?
             }
             // `none`, and every algorithm the relay has no key of its own for.
-            _ => return Err(AuthError::WrongKey),
+            _ => return Err(AuthError::UnsupportedAlgorithm),
         };
         Ok((credentials(&claims)?, Identity::of(&claims)))
     }

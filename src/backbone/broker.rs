@@ -76,6 +76,8 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
     #[error("the broker refused the message (nack)")]
     Refused,
+    #[error("the broker ended the consumer (the inbox was deleted, or the consumer cancelled)")]
+    ConsumerEnded,
     #[error("cannot encode the message: {0}")]
     Encode(#[from] serde_json::Error),
 }

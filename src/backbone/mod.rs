@@ -12,6 +12,7 @@
 //! same client id share the inbox as competing consumers.
 
 mod broker;
+mod failed;
 mod guard;
 mod request;
 pub mod wire;
@@ -70,6 +71,9 @@ pub struct BackboneSettings {
     pub entities_limit: EntitiesLimit,
     /// After a shutdown signal, how long requests in work may finish.
     pub shutdown_grace: Duration,
+    /// The largest message the broker takes (its `max_message_size`): a
+    /// larger answer becomes an error reply naming this limit.
+    pub max_message_bytes: usize,
 }
 
 /// Everything the loop and the requests share.
@@ -80,6 +84,8 @@ struct Shared {
     providers: Providers,
     authenticator: Authenticator,
     metrics: Arc<Metrics>,
+    /// Requests whose answer could not be delivered, for their redelivery.
+    failed: failed::FailedAnswers,
 }
 
 /// How a connection ended.
@@ -128,6 +134,7 @@ pub async fn run(
         providers,
         authenticator,
         metrics,
+        failed: failed::FailedAnswers::default(),
     });
     if shared.settings.credentials.is_none() {
         tracing::info!(
@@ -227,7 +234,7 @@ async fn session(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) -> Ende
                     requests.spawn_local(async move { request::handle(&shared, &channel, delivery).await });
                 }
                 Some(Err(error)) => break Some(BrokerError::from(error)),
-                None => break Some(BrokerError::Refused),
+                None => break Some(BrokerError::ConsumerEnded),
             },
             Some(joined) = requests.join_next(), if !requests.is_empty() => {
                 if let Ok(Err(error)) = joined {

@@ -1,7 +1,14 @@
 //! One delivery, answered: read, credentials, the lookups, the reply
 //! published and confirmed, then the delivery settled (ack after the reply,
-//! reject for what cannot be served, nack-requeue when the broker refused the
-//! reply).
+//! reject for what cannot be served).
+//!
+//! A reply that cannot be delivered never makes a loop: one larger than the
+//! broker takes becomes an error reply naming the limit; one the broker
+//! refuses (nack) has its request requeued once; one lost with the
+//! connection comes back with its request. Either way the request, delivered
+//! again, gets an error reply saying what happened instead of its lookups
+//! again — and when that reply cannot be delivered either, the request is
+//! rejected without requeue (dead-lettered) and counted.
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -50,6 +57,12 @@ pub(super) async fn handle(
         return Ok(());
     }
     let limits = &shared.settings.limits;
+    let failed_before = |request_id: &str| {
+        delivery
+            .redelivered
+            .then(|| shared.failed.get(request_id))
+            .flatten()
+    };
     match wire::read(
         &delivery.data,
         limits.max_body_bytes,
@@ -83,6 +96,19 @@ pub(super) async fn handle(
                 &request_id,
                 reply_topic.as_deref(),
                 error,
+            )
+            .await?;
+        }
+        Incoming::Request(request) if failed_before(&request.request_id).is_some() => {
+            let (what, _) = failed_before(&request.request_id).unwrap_or_default();
+            metrics.backbone_event("redelivered_after_failure");
+            refuse(
+                shared,
+                channel,
+                &delivery,
+                &request.request_id,
+                request.reply_topic.as_deref(),
+                RequestError::AnswerUndeliverable { what }.to_ctim(),
             )
             .await?;
         }
@@ -140,16 +166,33 @@ pub(super) async fn handle(
                 .unwrap_or(&shared.settings.reply_topic);
             let body = wire::encode(topic, reply)?;
             drop(outcome);
-            match broker::publish(channel, &shared.settings.topology.outbox(), topic, &body).await {
+            let limit = shared.settings.max_message_bytes;
+            if body.len() > limit {
+                let bytes = body.len();
+                drop(body);
+                return refuse(
+                    shared,
+                    channel,
+                    &delivery,
+                    &request.request_id,
+                    request.reply_topic.as_deref(),
+                    RequestError::AnswerTooLarge { bytes, limit }.to_ctim(),
+                )
+                .await;
+            }
+            let outbox = shared.settings.topology.outbox();
+            match broker::publish(channel, &outbox, topic, &body).await {
                 Ok(()) => {
                     delivery.ack(BasicAckOptions::default()).await?;
                     metrics.backbone_event("replied");
                     tracing::info!(request_id = %request.request_id, observables = request.observables.len(), "request answered");
                 }
                 Err(BrokerError::Refused) => {
-                    // The broker could not take the reply: try the request again.
-                    metrics.backbone_event("error");
-                    tracing::warn!(request_id = %request.request_id, "the broker refused the reply; the request is requeued");
+                    // The broker could not take the reply (a full outbox):
+                    // once more; delivered again, it gets an error reply.
+                    shared.failed.note(&request.request_id, REFUSED);
+                    metrics.backbone_event("reply_refused");
+                    tracing::warn!(request_id = %request.request_id, "the broker refused the reply (nack); the request is requeued once");
                     delivery
                         .nack(BasicNackOptions {
                             multiple: false,
@@ -157,15 +200,23 @@ pub(super) async fn handle(
                         })
                         .await?;
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    shared.failed.note(&request.request_id, BROKEN);
+                    return Err(error);
+                }
             }
         }
     }
     Ok(())
 }
 
+const REFUSED: &str = "the broker refused it (nack)";
+const BROKEN: &str = "the broker connection broke while it was sent";
+
 /// An error reply to a request that cannot be served, then the request is
 /// rejected without requeue (an operator's dead-letter exchange keeps it).
+/// When the error reply cannot be delivered either (refused, or failed
+/// before), the request is rejected without it: dead-lettered, counted.
 async fn refuse(
     shared: &Shared,
     channel: &lapin::Channel,
@@ -175,6 +226,26 @@ async fn refuse(
     error: CtimError,
 ) -> Result<(), BrokerError> {
     tracing::warn!(request_id, error_code = error.code.as_str(), error_message = %error.message, "request refused");
+    let metrics = &shared.metrics;
+    let dead_letter = |what: &str| {
+        metrics.backbone_event("dead_lettered");
+        tracing::warn!(
+            request_id,
+            what,
+            "no reply can be delivered: the request is rejected without requeue (dead-lettered)"
+        );
+    };
+    let reject = BasicRejectOptions { requeue: false };
+    // Twice failed already (the answer, then an error reply): no third try.
+    if delivery.redelivered
+        && let Some((what, times)) = shared.failed.get(request_id)
+        && times >= 2
+    {
+        dead_letter(what);
+        delivery.reject(reject).await?;
+        shared.failed.forget(request_id);
+        return Ok(());
+    }
     let topic = reply_topic.unwrap_or(&shared.settings.reply_topic);
     let data = crate::ctim::Entities::default();
     let body = wire::encode(
@@ -185,24 +256,16 @@ async fn refuse(
             errors: std::slice::from_ref(&error),
         },
     )?;
-    match broker::publish(channel, &shared.settings.topology.outbox(), topic, &body).await {
-        Ok(()) => {
-            shared.metrics.backbone_event("error_reply");
-            delivery
-                .reject(BasicRejectOptions { requeue: false })
-                .await?;
-            Ok(())
+    let outbox = shared.settings.topology.outbox();
+    match broker::publish(channel, &outbox, topic, &body).await {
+        Ok(()) => metrics.backbone_event("error_reply"),
+        Err(BrokerError::Refused) => dead_letter(REFUSED),
+        Err(error) => {
+            shared.failed.note(request_id, BROKEN);
+            return Err(error);
         }
-        Err(BrokerError::Refused) => {
-            shared.metrics.backbone_event("error");
-            delivery
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await?;
-            Ok(())
-        }
-        Err(error) => Err(error),
     }
+    delivery.reject(reject).await?;
+    shared.failed.forget(request_id);
+    Ok(())
 }

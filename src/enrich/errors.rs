@@ -30,6 +30,13 @@ pub enum RequestError {
     PayloadTooLarge { limit: usize },
     #[error("unsupported content type {0:?}")]
     UnsupportedMediaType(String),
+    /// A Backbone answer larger than the broker takes.
+    #[error("the answer is {bytes} bytes, over the broker's {limit}")]
+    AnswerTooLarge { bytes: usize, limit: usize },
+    /// A Backbone request delivered again after its answer could not be
+    /// delivered (`what`: what happened to it).
+    #[error("the answer could not be delivered: {what}")]
+    AnswerUndeliverable { what: &'static str },
     /// A wiring mistake in the relay itself, never caused by a request.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -63,6 +70,21 @@ impl RequestError {
                 ErrorCode::UnsupportedMediaType,
                 format!("Unsupported Content-Type {content_type:?}: expected application/json"),
             ),
+            RequestError::AnswerTooLarge { bytes, limit } => CtimError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "The answer is {bytes} bytes, more than the broker takes \
+                     (BACKBONE_MAX_MESSAGE_BYTES = {limit}): ask about fewer observables, or \
+                     with a lower CTR_ENTITIES_LIMIT"
+                ),
+            ),
+            RequestError::AnswerUndeliverable { what } => CtimError::new(
+                ErrorCode::Unknown,
+                format!(
+                    "The answer to this request could not be delivered when it was first \
+                     made: {what}. The request is not looked up again"
+                ),
+            ),
             RequestError::Internal(_) => CtimError::new(ErrorCode::Unknown, "Internal error"),
         }
     }
@@ -77,6 +99,19 @@ pub fn auth_error(error: &AuthError) -> CtimError {
         AuthError::WrongKey => {
             "Failed to decode JWT with provided key. Make sure domain in custom_jwks_host \
              corresponds to your SecureX instance region."
+        }
+        AuthError::UnsupportedAlgorithm => {
+            "The token is signed with an algorithm this relay does not accept: only HS256 \
+             (signed with the relay's SECRET_KEY) and RS256 (issued by XDR, keys from \
+             jwks_host) are."
+        }
+        AuthError::KeySetUnavailable { timed_out: true } => {
+            "The key set of jwks_host did not arrive in time (UPSTREAM_TIMEOUT_SECONDS). The \
+             host is allowed; try again."
+        }
+        AuthError::KeySetUnavailable { timed_out: false } => {
+            "The key set of jwks_host could not be fetched: the host answered an error, or no \
+             key set with an RS256 signing key. The host is allowed; try again."
         }
         AuthError::WrongSecret => {
             "Failed to decode JWT with the relay's SECRET_KEY. Make sure the token was signed \

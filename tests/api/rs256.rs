@@ -17,6 +17,10 @@ const WRONG_KEY: &str = "Failed to decode JWT with provided key. Make sure domai
      custom_jwks_host corresponds to your SecureX instance region.";
 const WRONG_JWKS_HOST: &str = "Wrong jwks_host in JWT payload. Make sure domain follows the \
      visibility.<region>.cisco.com structure";
+const KEY_SET_LATE: &str = "The key set of jwks_host did not arrive in time \
+     (UPSTREAM_TIMEOUT_SECONDS). The host is allowed; try again.";
+const KEY_SET_UNUSABLE: &str = "The key set of jwks_host could not be fetched: the host answered \
+     an error, or no key set with an RS256 signing key. The host is allowed; try again.";
 
 fn refused(reason: &str) -> Value {
     one_error(
@@ -320,24 +324,32 @@ async fn an_unsigned_token_naming_a_jwks_host_is_refused_without_a_fetch() {
             &claims(&app),
             "",
         );
-        assert_eq!(observe(&app, &token).await, refused(WRONG_KEY), "{alg}");
+        assert_eq!(
+            observe(&app, &token).await,
+            refused(crate::auth::UNSUPPORTED_ALG),
+            "{alg}"
+        );
     }
 }
 
 #[tokio::test]
-async fn an_unreachable_or_broken_key_set_is_a_wrong_jwks_host() {
-    let answers = [
+async fn an_unreachable_broken_or_late_key_set_says_so() {
+    let unusable = [
         ResponseTemplate::new(500).set_body_string("oops"),
         ResponseTemplate::new(200).set_body_string("<html>not a key set</html>"),
         ResponseTemplate::new(200).set_body_json(json!({"keys": []})),
         ResponseTemplate::new(200)
             .set_body_json(json!({"keys": [{"kty": "RSA", "kid": "relay-test-key"}]})),
         ResponseTemplate::new(404),
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"keys": [jwk("relay-test-key")]}))
-            .set_delay(Duration::from_secs(3)),
     ];
-    for answer in answers {
+    let late = ResponseTemplate::new(200)
+        .set_body_json(json!({"keys": [jwk("relay-test-key")]}))
+        .set_delay(Duration::from_secs(3));
+    let answers = unusable
+        .into_iter()
+        .map(|answer| (answer, KEY_SET_UNUSABLE))
+        .chain([(late, KEY_SET_LATE)]);
+    for (answer, message) in answers {
         let app = spawn_app().await;
         Mock::given(method("GET"))
             .and(path("/.well-known/jwks"))
@@ -346,7 +358,7 @@ async fn an_unreachable_or_broken_key_set_is_a_wrong_jwks_host() {
             .mount(&app.jwks)
             .await;
         c1fapp_never_called(&app).await;
-        assert_eq!(observe(&app, &token(&app)).await, refused(WRONG_JWKS_HOST));
+        assert_eq!(observe(&app, &token(&app)).await, refused(message));
     }
 }
 
@@ -367,10 +379,10 @@ async fn a_failed_fetch_backs_off_and_never_poisons_the_cache() {
     jwks_serves(&app, vec![jwk("relay-test-key")], 1).await;
     c1fapp_finds(&app, "192.0.2.10", json!([]), 1).await;
 
-    assert_eq!(observe(&app, &token(&app)).await, refused(WRONG_JWKS_HOST));
+    assert_eq!(observe(&app, &token(&app)).await, refused(KEY_SET_UNUSABLE));
     assert_eq!(
         observe(&app, &token(&app)).await,
-        refused(WRONG_JWKS_HOST),
+        refused(KEY_SET_UNUSABLE),
         "within the backoff, no new fetch"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
