@@ -39,7 +39,7 @@ log "scenarios ($relay)"
 target/debug/examples/backbone_e2e \
   --relay "$relay" --mock target/debug/examples/mock_upstream --work-dir "$work/logs" \
   --amqp-url "$amqp_url" --amqps-url "$amqps_url" --tls-ca-file "$rmq/ca.pem" \
-  --broker-stop "$rmq/stop" --broker-start "$rmq/start" \
+  --broker-stop "$rmq/stop" --broker-start "$rmq/start" --broker-ctl "$rmq/ctl" \
   --requests "${BACKBONE_E2E_REQUESTS:-1000}" ${BACKBONE_E2E_UNTIL:+--until "$BACKBONE_E2E_UNTIL"} || {
   kept=$(mktemp -d /tmp/backbone-e2e-logs.XXXX)
   cp -r "$work/logs" "$work/rabbitmq/log" "$kept/" 2>/dev/null || true

@@ -7,6 +7,7 @@
 #                         node's settings, a test CA and a server
 #                         certificate, the start and stop scripts
 #   "$rmq/start"          starts the node and returns once it is up
+#   "$rmq/ctl ARGS..."    rabbitmqctl for the node
 #   "$rmq/stop"           stops it cleanly (durable queues and persistent
 #                         messages are kept for the next start)
 #   rabbitmq_user         a user with a random password: sets $amqp_url, $amqps_url
@@ -68,7 +69,12 @@ EOF
 . "$rmq/env"
 rabbitmqctl -q -n "$rmq_node" stop "$rmq/pid" >/dev/null
 EOF
-  chmod 755 "$rmq/start" "$rmq/stop"
+  cat >"$rmq/ctl" <<EOF
+#!/bin/sh
+. "$rmq/env"
+exec rabbitmqctl -q -n "$rmq_node" "\$@"
+EOF
+  chmod 755 "$rmq/start" "$rmq/stop" "$rmq/ctl"
   chown -R rabbitmq:rabbitmq "$rmq"
   chmod 755 "$rmq"
 }

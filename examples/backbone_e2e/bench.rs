@@ -87,6 +87,7 @@ pub async fn run(args: &Args) -> Result<(), String> {
                         client_id: CLIENT,
                         tls_ca_file: None,
                         prefetch,
+                        extra: &[],
                     };
                     fleet.push(BusRelay::start(&args.relay, &mock, &config, work).await?);
                 }

@@ -41,7 +41,8 @@ fn stand_in(text: &str, ids: &mut HashMap<String, usize>, now: DateTime<Utc>) ->
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         let ahead = time.with_timezone(&Utc) - now;
         if ahead.num_hours() > -24 && ahead.num_days() <= 366 {
-            let days = (ahead.num_seconds() as f64 / 86_400.0).round();
+            // `+ 0.0`: a time a moment ago rounds to -0, which prints "-0".
+            let days = (ahead.num_seconds() as f64 / 86_400.0).round() + 0.0;
             return format!("<now{days:+}d>");
         }
     }

@@ -214,6 +214,8 @@ pub struct BusRelayConfig<'a> {
     pub client_id: &'a str,
     pub tls_ca_file: Option<&'a Path>,
     pub prefetch: u16,
+    /// More environment variables.
+    pub extra: &'a [(&'static str, String)],
 }
 
 impl BusRelay {
@@ -242,6 +244,7 @@ impl BusRelay {
         if let Some(file) = config.tls_ca_file {
             envs.push(("BACKBONE_TLS_CA_FILE", file.display().to_string()));
         }
+        envs.extend(config.extra.iter().cloned());
         let proc = Proc::spawn(config.name, binary, &["backbone"], &envs, work)?;
         if !listening(metrics_port, Duration::from_secs(10)).await {
             return Err(format!("{} did not start:\n{}", config.name, proc.tail()));

@@ -13,6 +13,7 @@ mod bus;
 mod compare;
 mod fleet;
 mod scenarios;
+mod undeliverable;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ struct Args {
     /// A shell command that starts the broker again and returns once it is up.
     #[arg(long, default_value = "false")]
     broker_start: String,
+    /// `rabbitmqctl` for the broker, options included (policies, settings).
+    #[arg(long, default_value = "false")]
+    broker_ctl: String,
     /// The broker's pid file (the benchmark reports its CPU time).
     #[arg(long)]
     broker_pid_file: Option<PathBuf>,
@@ -125,6 +129,7 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
             tls_ca_file: args.tls_ca_file,
             broker_stop: args.broker_stop,
             broker_start: args.broker_start,
+            broker_ctl: args.broker_ctl,
             requests: args.requests,
         },
         mock,
@@ -139,7 +144,7 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
 
     type Step =
         for<'a> fn(&'a mut Run) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
-    let steps: [(&str, Step); 10] = [
+    let steps: [(&str, Step); 13] = [
         ("the relay starts and announces `online`", |run| {
             Box::pin(scenarios::online(run))
         }),
@@ -153,6 +158,15 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
             Box::pin(scenarios::malformed(run))
         }),
         ("messages of 64 MiB", |run| Box::pin(scenarios::flood(run))),
+        ("an outbox that refuses publishes", |run| {
+            Box::pin(undeliverable::outbox_full(run))
+        }),
+        ("replies over the broker's maximum message size", |run| {
+            Box::pin(undeliverable::reply_over_max_size(run))
+        }),
+        ("1 MiB replies beside rejected deliveries", |run| {
+            Box::pin(undeliverable::large_replies_beside_rejects(run))
+        }),
         ("two relays on one inbox", |run| {
             Box::pin(scenarios::two_relays(run))
         }),

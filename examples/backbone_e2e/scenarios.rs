@@ -28,6 +28,8 @@ pub struct Settings {
     pub tls_ca_file: Option<PathBuf>,
     pub broker_stop: String,
     pub broker_start: String,
+    /// `rabbitmqctl` for the broker (policies, settings).
+    pub broker_ctl: String,
     pub requests: usize,
 }
 
@@ -114,6 +116,7 @@ impl Run {
             client_id: CLIENT,
             tls_ca_file: None,
             prefetch: 32,
+            extra: &[],
         };
         let relay = BusRelay::start(
             &self.settings.relay,
@@ -234,7 +237,16 @@ pub async fn same_as_http(run: &mut Run) -> Result<(), String> {
         ));
     }
     if normalized(data) != normalized(&reference["data"]) {
-        return Err("the reply's data differs from what /observe/observables answers".to_owned());
+        let dump = |name: &str, value: &Value| {
+            let path = run.settings.work.join(name);
+            let _ = std::fs::write(&path, format!("{value:#}"));
+            path.display().to_string()
+        };
+        return Err(format!(
+            "the reply's data differs from what /observe/observables answers ({} / {})",
+            dump("same-as-http.bus.json", &normalized(data)),
+            dump("same-as-http.http.json", &normalized(&reference["data"]))
+        ));
     }
     let http_errors = reference.get("errors").cloned().unwrap_or(json!([]));
     if reply["message"]["errors"] != http_errors {
@@ -703,6 +715,7 @@ pub async fn tls(run: &mut Run) -> Result<(), String> {
             client_id: client,
             tls_ca_file: Some(&ca),
             prefetch: 8,
+            extra: &[],
         },
         &run.settings.work,
     )
@@ -736,6 +749,7 @@ pub async fn tls(run: &mut Run) -> Result<(), String> {
             client_id: "ctr-relay-untrusted",
             tls_ca_file: None,
             prefetch: 8,
+            extra: &[],
         },
         &run.settings.work,
     )

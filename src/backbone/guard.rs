@@ -12,6 +12,9 @@
 //! exchange keeps it), drops its body frames as they pass, logs and counts
 //! it. The relay's client never sees it.
 //!
+//! The guard's rejects go to the broker between the client's frames, and
+//! never inside a publish on the same channel (`publishes.rs`).
+//!
 //! Frames are at most the negotiated `frame_max`, which the relay's client
 //! asks to be [`FRAME_MAX`]; a larger frame, or one without its end marker,
 //! ends the connection (the relay reconnects).

@@ -246,6 +246,7 @@ async fn session(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) -> Ende
     if let Some(error) = lost {
         // What was in work is not acknowledged: the broker delivers it again.
         requests.abort_all();
+        shared.failed.lost(&request::broken(&error));
         return Ended::Lost(error);
     }
 

@@ -2,19 +2,20 @@
 //! published and confirmed, then the delivery settled (ack after the reply,
 //! reject for what cannot be served).
 //!
-//! A reply that cannot be delivered never makes a loop: one larger than the
-//! broker takes becomes an error reply naming the limit; one the broker
-//! refuses (nack) has its request requeued once; one lost with the
-//! connection comes back with its request. Either way the request, delivered
-//! again, gets an error reply saying what happened instead of its lookups
-//! again — and when that reply cannot be delivered either, the request is
-//! rejected without requeue (dead-lettered) and counted.
+//! A reply that cannot be delivered never makes a loop (`failed.rs`): one
+//! larger than `BACKBONE_MAX_MESSAGE_BYTES` becomes an error reply naming the
+//! limit; one the broker refuses (nack) has its request requeued once, to get
+//! an error reply saying so; one lost with its channel or connection is
+//! answered once more, then gets an error reply saying what happened. An
+//! error reply refused, or lost twice, and the request is rejected without
+//! requeue (dead-lettered) and counted.
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 
 use super::Shared;
 use super::broker::{self, BrokerError};
+use super::failed::{self, Next};
 use super::wire::{self, Incoming, Reply};
 use crate::ctim::CtimError;
 use crate::enrich::{self, RequestError};
@@ -57,11 +58,9 @@ pub(super) async fn handle(
         return Ok(());
     }
     let limits = &shared.settings.limits;
-    let failed_before = |request_id: &str| {
-        delivery
-            .redelivered
-            .then(|| shared.failed.get(request_id))
-            .flatten()
+    let next = |request_id: &str| match delivery.redelivered {
+        true => shared.failed.next(request_id),
+        false => Next::Answer,
     };
     match wire::read(
         &delivery.data,
@@ -99,9 +98,13 @@ pub(super) async fn handle(
             )
             .await?;
         }
-        Incoming::Request(request) if failed_before(&request.request_id).is_some() => {
-            let (what, _) = failed_before(&request.request_id).unwrap_or_default();
+        Incoming::Request(request) if next(&request.request_id) != Next::Answer => {
+            // Its answer could not be delivered before: not looked up again.
             metrics.backbone_event("redelivered_after_failure");
+            let what = match next(&request.request_id) {
+                Next::ErrorReply(what) | Next::DeadLetter(what) => what,
+                Next::Answer => String::new(),
+            };
             refuse(
                 shared,
                 channel,
@@ -181,8 +184,12 @@ pub(super) async fn handle(
                 .await;
             }
             let outbox = shared.settings.topology.outbox();
+            shared
+                .failed
+                .sending(&request.request_id, failed::Reply::Answer);
             match broker::publish(channel, &outbox, topic, &body).await {
                 Ok(()) => {
+                    shared.failed.sent(&request.request_id);
                     delivery.ack(BasicAckOptions::default()).await?;
                     metrics.backbone_event("replied");
                     tracing::info!(request_id = %request.request_id, observables = request.observables.len(), "request answered");
@@ -190,7 +197,7 @@ pub(super) async fn handle(
                 Err(BrokerError::Refused) => {
                     // The broker could not take the reply (a full outbox):
                     // once more; delivered again, it gets an error reply.
-                    shared.failed.note(&request.request_id, REFUSED);
+                    shared.failed.failed(&request.request_id, REFUSED, true);
                     metrics.backbone_event("reply_refused");
                     tracing::warn!(request_id = %request.request_id, "the broker refused the reply (nack); the request is requeued once");
                     delivery
@@ -201,7 +208,11 @@ pub(super) async fn handle(
                         .await?;
                 }
                 Err(error) => {
-                    shared.failed.note(&request.request_id, BROKEN);
+                    // The broker closed the channel (a reply over its
+                    // max_message_size) or the connection broke.
+                    shared
+                        .failed
+                        .failed(&request.request_id, &broken(&error), false);
                     return Err(error);
                 }
             }
@@ -211,7 +222,13 @@ pub(super) async fn handle(
 }
 
 const REFUSED: &str = "the broker refused it (nack)";
-const BROKEN: &str = "the broker connection broke while it was sent";
+
+/// What a failed publish says happened: the broker's reason when it gave one
+/// (e.g. `PRECONDITION_FAILED - message size … larger than configured max
+/// size …`).
+pub(super) fn broken(error: &BrokerError) -> String {
+    format!("publishing it failed ({error})")
+}
 
 /// An error reply to a request that cannot be served, then the request is
 /// rejected without requeue (an operator's dead-letter exchange keeps it).
@@ -236,14 +253,13 @@ async fn refuse(
         );
     };
     let reject = BasicRejectOptions { requeue: false };
-    // Twice failed already (the answer, then an error reply): no third try.
+    // Its error reply failed before too: no further try.
     if delivery.redelivered
-        && let Some((what, times)) = shared.failed.get(request_id)
-        && times >= 2
+        && let Next::DeadLetter(what) = shared.failed.next(request_id)
     {
-        dead_letter(what);
+        dead_letter(&what);
         delivery.reject(reject).await?;
-        shared.failed.forget(request_id);
+        shared.failed.sent(request_id);
         return Ok(());
     }
     let topic = reply_topic.unwrap_or(&shared.settings.reply_topic);
@@ -257,15 +273,16 @@ async fn refuse(
         },
     )?;
     let outbox = shared.settings.topology.outbox();
+    shared.failed.sending(request_id, failed::Reply::Error);
     match broker::publish(channel, &outbox, topic, &body).await {
         Ok(()) => metrics.backbone_event("error_reply"),
         Err(BrokerError::Refused) => dead_letter(REFUSED),
         Err(error) => {
-            shared.failed.note(request_id, BROKEN);
+            shared.failed.failed(request_id, &broken(&error), false);
             return Err(error);
         }
     }
     delivery.reject(reject).await?;
-    shared.failed.forget(request_id);
+    shared.failed.sent(request_id);
     Ok(())
 }

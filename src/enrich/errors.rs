@@ -36,7 +36,7 @@ pub enum RequestError {
     /// A Backbone request delivered again after its answer could not be
     /// delivered (`what`: what happened to it).
     #[error("the answer could not be delivered: {what}")]
-    AnswerUndeliverable { what: &'static str },
+    AnswerUndeliverable { what: String },
     /// A wiring mistake in the relay itself, never caused by a request.
     #[error("internal error: {0}")]
     Internal(&'static str),
