@@ -70,6 +70,11 @@ Environment (see the README's Configuration section):
   REQUEST_TIMEOUT_SECONDS, REQUEST_MAX_UPSTREAM_BYTES, REQUEST_MAX_RESPONSE_BYTES
                                   one request's deadline and memory budget
   ANSWER_SEND_TIMEOUT_SECONDS     how long a large answer may take to be read (20)
+  C1FAPP_QUOTA, CYBERSCAN_QUOTA   each key's quota, e.g. 60/minute,10000/month (none)
+  REDIS_URL, REDIS_HASH_KEY       the Redis the fleet shares quotas through (none)
+  REDIS_TIMEOUT_MS                bound on each Redis call (50)
+  REDIS_KEY_PREFIX                prefix of every Redis key (ctr-relay:)
+  QUOTA_WITHOUT_REDIS             local or refuse, while Redis does not answer (local)
   MAX_HELD_BYTES, MAX_HELD_BYTES_PER_TENANT
                                   what all requests, and one tenant's, may hold together
   MAX_UPSTREAM_RESPONSE_BYTES     largest upstream answer read

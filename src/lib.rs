@@ -7,7 +7,7 @@
 //! 4. `enrich`: what every front end asks for; errors → CTIM in one place;
 //!    `ops`: the metrics and liveness port of the modes without the HTTP API
 //! 3. `auth`, `providers`
-//! 2. `ctim`, `telemetry`
+//! 2. `ctim`, `telemetry`, `store`
 //! 1. `config`, `metrics`, `outbound`
 //! 0. `domain`
 
@@ -24,5 +24,6 @@ pub mod metrics;
 pub mod ops;
 pub mod outbound;
 pub mod providers;
+pub mod store;
 pub mod telemetry;
 pub mod threatbus;

@@ -32,6 +32,9 @@ pub struct Metrics {
     held_bytes: IntGauge,
     answers_timed_out: prometheus::IntCounter,
     auth_failures: IntCounterVec,
+    quota_refusals: IntCounterVec,
+    redis_up: IntGauge,
+    redis_fallbacks: IntCounterVec,
     names: Vec<String>,
 }
 
@@ -161,6 +164,28 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let quota_refusals = IntCounterVec::new(
+            Opts::new(
+                "quota_refusals_total",
+                "Upstream calls not made because the credential's quota was reached",
+            ),
+            &["provider"],
+        )?;
+        let redis_up = IntGauge::new(
+            "redis_up",
+            "1 while the last Redis call worked, 0 while the relay counts on its own \
+             (no REDIS_URL: always 0)",
+        )?;
+        let redis_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "redis_fallbacks_total",
+                "Redis calls that failed or timed out, so the relay used its own memory",
+            ),
+            &["operation"],
+        )?;
+        register(&registry, &mut names, quota_refusals.clone())?;
+        register(&registry, &mut names, redis_up.clone())?;
+        register(&registry, &mut names, redis_fallbacks.clone())?;
         register(&registry, &mut names, auth_failures.clone())?;
         register(&registry, &mut names, backbone_events.clone())?;
         register(&registry, &mut names, backbone_in_flight.clone())?;
@@ -199,6 +224,9 @@ impl Metrics {
             held_bytes,
             answers_timed_out,
             auth_failures,
+            quota_refusals,
+            redis_up,
+            redis_fallbacks,
             names,
         })
     }
@@ -207,6 +235,21 @@ impl Metrics {
     /// whether it has been used yet or not.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// A call not made: `provider`'s quota for its credential was reached.
+    pub fn quota_refusal(&self, provider: &str) {
+        self.quota_refusals.with_label_values(&[provider]).inc();
+    }
+
+    /// Whether Redis answers (1) or the relay counts on its own (0).
+    pub fn redis_up(&self, up: bool) {
+        self.redis_up.set(i64::from(up));
+    }
+
+    /// A Redis call that failed or timed out (`operation`: a fixed name).
+    pub fn redis_fallback(&self, operation: &'static str) {
+        self.redis_fallbacks.with_label_values(&[operation]).inc();
     }
 
     /// The gauge of the bytes the requests in flight hold (the memory pool's).

@@ -16,7 +16,9 @@ use serde_json::Value;
 pub use jwks::KeyCache;
 
 use crate::config::Settings;
-use crate::domain::{C1fAppCredentials, Credentials, CyberScanCredentials, EntitiesLimit, Secret};
+use crate::domain::{
+    C1fAppCredentials, Credentials, CyberScanCredentials, EntitiesLimit, Quota, Secret,
+};
 
 /// Why a request's token was refused; the reasons of SPEC section 3.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,13 +123,30 @@ pub fn credentials(claims: &jwt::Claims) -> Result<Credentials, AuthError> {
             .map(str::trim)
             .filter(|value| !value.is_empty())
     };
-    let c1fapp = text("key").map(|key| C1fAppCredentials {
-        key: Secret::new(key),
-    });
+    // A quota claim that does not parse is a broken payload (an
+    // administrator's typo is shown, not silently ignored).
+    let quota = |name: &str| match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+        Some(Value::String(text)) => Quota::parse(text)
+            .map(Some)
+            .map_err(|_| AuthError::WrongPayload),
+        Some(_) => Err(AuthError::WrongPayload),
+    };
+    let c1fapp = match text("key") {
+        Some(key) => Some(C1fAppCredentials {
+            key: Secret::new(key),
+            quota: quota("c1fapp_quota")?,
+        }),
+        None => None,
+    };
     let cyberscan = match (text("api_key"), text("host")) {
         // A host the relay cannot make an API address of is a broken payload.
         (Some(api_key), Some(host)) => {
-            Some(CyberScanCredentials::new(api_key, host).map_err(|_| AuthError::WrongPayload)?)
+            let mut credentials =
+                CyberScanCredentials::new(api_key, host).map_err(|_| AuthError::WrongPayload)?;
+            credentials.quota = quota("cyberscan_quota")?;
+            Some(credentials)
         }
         _ => None,
     };

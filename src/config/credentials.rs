@@ -32,8 +32,11 @@ pub fn optional_credentials_from(
         Some(text) => Ok(Some(text.trim().to_owned())),
         None => Ok(None),
     };
+    // The environment's credentials take the operator's quota
+    // (`C1FAPP_QUOTA`, `CYBERSCAN_QUOTA`), applied where calls are made.
     let c1fapp = value("C1FAPP_KEY")?.map(|key| C1fAppCredentials {
         key: Secret::new(key),
+        quota: None,
     });
     let cyberscan = match (value("CYBERSCAN_API_KEY")?, value("CYBERSCAN_HOST")?) {
         (Some(api_key), Some(host)) => Some(

@@ -12,11 +12,13 @@ use url::Url;
 use crate::domain::{EntitiesLimit, JwksHost, Secret};
 
 mod credentials;
+mod fleet;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 pub use credentials::{credentials_from, optional_credentials_from};
+pub use fleet::{FleetSettings, RedisSettings};
 pub use parse::MAX_USER_AGENT_CHARS;
 use parse::{
     parse_bool, parse_jwks_hosts, parse_seconds, parse_url, parse_user_agent, present, whole,
@@ -75,6 +77,13 @@ pub const VARIABLES: &[&str] = &[
     "METRICS_PORT",
     "JWKS_MAX_AGE_SECONDS",
     "ANSWER_SEND_TIMEOUT_SECONDS",
+    "C1FAPP_QUOTA",
+    "CYBERSCAN_QUOTA",
+    "REDIS_URL",
+    "REDIS_HASH_KEY",
+    "REDIS_TIMEOUT_MS",
+    "REDIS_KEY_PREFIX",
+    "QUOTA_WITHOUT_REDIS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,6 +179,8 @@ pub struct UpstreamSettings {
     /// (`ctr-relay/<version>` unless set): some upstream operators allowlist
     /// by it.
     pub user_agent: String,
+    /// Quotas, and the Redis replicas share.
+    pub fleet: FleetSettings,
 }
 
 /// Upstream answers kept per provider, credential and observable; off unless a
@@ -252,6 +263,7 @@ impl Default for Settings {
                 max_in_flight_per_credential: 256,
                 user_agent: crate::domain::USER_AGENT.to_owned(),
                 private_allowed: Vec::new(),
+                fleet: FleetSettings::default(),
             },
             limits: RequestLimits {
                 max_body_bytes: 1024 * 1024,
@@ -358,6 +370,13 @@ struct RawSettings {
     metrics_port: Option<String>,
     jwks_max_age_seconds: Option<String>,
     answer_send_timeout_seconds: Option<String>,
+    c1fapp_quota: Option<String>,
+    cyberscan_quota: Option<String>,
+    redis_url: Option<String>,
+    redis_hash_key: Option<String>,
+    redis_timeout_ms: Option<String>,
+    redis_key_prefix: Option<String>,
+    quota_without_redis: Option<String>,
 }
 
 impl Settings {
@@ -390,6 +409,15 @@ impl Settings {
 
     fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
         let defaults = Self::default();
+        let fleet = fleet::parse(fleet::RawFleet {
+            c1fapp_quota: raw.c1fapp_quota.clone(),
+            cyberscan_quota: raw.cyberscan_quota.clone(),
+            redis_url: raw.redis_url.clone(),
+            redis_hash_key: raw.redis_hash_key.clone(),
+            redis_timeout_ms: raw.redis_timeout_ms.clone(),
+            redis_key_prefix: raw.redis_key_prefix.clone(),
+            quota_without_redis: raw.quota_without_redis.clone(),
+        })?;
         let host = match present("HOST", raw.host)? {
             Some(text) => text
                 .parse::<IpAddr>()
@@ -603,6 +631,7 @@ impl Settings {
                 )?,
                 user_agent,
                 private_allowed: Vec::new(),
+                fleet,
             },
             limits,
             log: LogSettings { filter, format },

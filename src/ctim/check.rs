@@ -101,12 +101,8 @@ pub fn answer_problems(answer: &Value) -> Vec<String> {
             }
             match fields.get("data") {
                 Some(Value::Array(references)) => check.references(references),
-                // /health: `{"status": "ok"}`.
-                Some(Value::Object(data)) if data.contains_key("status") => {
-                    if data.len() != 1 || !data["status"].is_string() {
-                        check.fail("data", "a health answer holds a status alone");
-                    }
-                }
+                // /health: `{"status": "ok", "quotas"?: {…}}`.
+                Some(Value::Object(data)) if data.contains_key("status") => check.health(data),
                 Some(data) => check.bundle(data),
                 None if fields.contains_key("errors") => {}
                 None => check.fail("", "neither data nor errors"),
@@ -146,8 +142,74 @@ impl Check {
         };
         for (n, error) in errors.iter().enumerate() {
             let at = format!("errors[{n}]");
-            for field in ["type", "code", "message"] {
+            self.word(&at, error, "type", &["fatal", "warning"], true);
+            for field in ["code", "message"] {
                 self.text(&at, error, field, true);
+            }
+        }
+    }
+
+    /// XDR's `ModuleHealthStatus`: a status, and quotas of a closed shape.
+    fn health(&mut self, data: &Map<String, Value>) {
+        if !data["status"].is_string() || data.keys().any(|key| key != "status" && key != "quotas")
+        {
+            self.fail("data", "a health answer holds a status and quotas alone");
+        }
+        for (name, quota) in data
+            .get("quotas")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let at = format!("data.quotas.{name}");
+            self.text(&at, quota, "description", true);
+            let values = &quota["values"];
+            let fields = [
+                "bucket_unit",
+                "bucket_limit",
+                "current_bucket_consumption",
+                "current_bucket_start_time",
+                "current_bucket_end_time",
+                "current_bucket_limit_reached",
+                "current_bucket_limit_reached_at",
+            ];
+            if quota.as_object().is_none_or(|quota| quota.len() != 2)
+                || values
+                    .as_object()
+                    .is_none_or(|values| values.keys().any(|key| !fields.contains(&key.as_str())))
+            {
+                self.fail(&at, "not {description, values} of the known fields");
+            }
+            self.word(
+                &at,
+                values,
+                "bucket_unit",
+                &["minute", "hour", "day", "week", "month"],
+                true,
+            );
+            if values["bucket_limit"].as_u64().is_none()
+                || values["current_bucket_consumption"].as_u64().is_none()
+                || !values["current_bucket_limit_reached"].is_boolean()
+            {
+                self.fail(&at, "limit, consumption or reached of the wrong type");
+            }
+            if let Some(values) = values.as_object() {
+                let mut times = Map::new();
+                times.insert(
+                    "start_time".into(),
+                    values
+                        .get("current_bucket_start_time")
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                times.insert(
+                    "end_time".into(),
+                    values
+                        .get("current_bucket_end_time")
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                self.interval(&at, &times);
             }
         }
     }

@@ -68,6 +68,15 @@ impl CtimError {
     }
 }
 
+/// A warning: the answer stands, but something in it is worth knowing
+/// (`{"type": "warning", "code", "message"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "type", rename = "warning")]
+pub struct CtimWarning {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
 /// The error envelope alone: `{"errors": [...]}`.
 #[derive(Debug, Serialize)]
 pub struct ErrorEnvelope<'a> {

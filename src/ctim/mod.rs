@@ -15,7 +15,7 @@ pub use entities::{
     ColumnDefinition, Indicator, Judgement, MAX_TAGS, ObservedRelation, ObservedTime, Reference,
     Relationship, Sighting, SightingDataTable, ValidTime, Verdict,
 };
-pub use error::{CtimError, ErrorCode, ErrorEnvelope};
+pub use error::{CtimError, CtimWarning, ErrorCode, ErrorEnvelope};
 pub use ids::{IdSource, RandomIds, SequentialIds, TransientId};
 pub use size::{JsonSize, text_size};
 pub use values::{Confidence, Disposition, RelationType, SchemaVersion, Severity, Timestamp, Tlp};

@@ -4,11 +4,15 @@
 use url::Url;
 
 use super::limit::EntitiesLimit;
+use super::quota::Quota;
 use super::secret::Secret;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct C1fAppCredentials {
     pub key: Secret,
+    /// The caller's own quota for this key (its token's `c1fapp_quota`);
+    /// `None`: the operator's `C1FAPP_QUOTA`, if any.
+    pub quota: Option<Quota>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +20,9 @@ pub struct CyberScanCredentials {
     pub api_key: Secret,
     /// `https://<host>/api/v1`, from the `host` the caller gave.
     pub api: Url,
+    /// The caller's own quota for this key (its token's `cyberscan_quota`);
+    /// `None`: the operator's `CYBERSCAN_QUOTA`, if any.
+    pub quota: Option<Quota>,
 }
 
 impl CyberScanCredentials {
@@ -24,6 +31,7 @@ impl CyberScanCredentials {
         Ok(Self {
             api_key: Secret::new(api_key),
             api: api_base_url(host)?,
+            quota: None,
         })
     }
 }

@@ -7,6 +7,7 @@ mod jwks_host;
 mod limit;
 mod observable;
 mod provider;
+mod quota;
 mod reading;
 mod secret;
 
@@ -15,6 +16,7 @@ pub use jwks_host::JwksHost;
 pub use limit::EntitiesLimit;
 pub use observable::{MAX_VALUE_CHARS, Observable, ObservableType};
 pub use provider::ProviderName;
+pub use quota::{Bucket, Quota, Unit};
 pub use reading::parse_observables;
 pub use secret::Secret;
 

@@ -217,6 +217,25 @@ pub fn provider_error(error: &ProviderError) -> CtimError {
             ),
         ),
         ProviderError::OverBudget { limit, .. } => over_budget(*limit),
+        ProviderError::QuotaReached {
+            provider,
+            quota,
+            resets,
+        } => CtimError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{provider} quota reached for this key: {quota}. No {provider} lookup is made \
+                 until it resets at {}",
+                resets.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ),
+        ProviderError::QuotaUnavailable { provider } => CtimError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{provider} quota cannot be checked: the shared store (Redis) does not answer, \
+                 and QUOTA_WITHOUT_REDIS=refuse. Try again shortly"
+            ),
+        ),
     }
 }
 

@@ -11,8 +11,9 @@ use futures_util::stream::{self, StreamExt};
 
 pub use errors::RequestError;
 
-use crate::ctim::{CtimError, Entities, Reference, Verdicts};
-use crate::domain::{EntitiesLimit, Observable};
+use crate::ctim::{CtimError, CtimWarning, Entities, Reference, Verdicts};
+use crate::domain::{EntitiesLimit, Observable, ProviderName};
+use crate::providers::quota::{BucketStatus, Quotas};
 use crate::providers::scope::Scope;
 use crate::providers::{Capability, Provider, ProviderError};
 
@@ -144,17 +145,48 @@ pub async fn refer(
     .await
 }
 
-/// Checks every provider of the request, concurrently; the distinct errors.
-pub async fn health(providers: &[Provider<'_>], scope: &Scope) -> Vec<CtimError> {
+/// What `/health` found: the distinct errors, the checks skipped for a
+/// reached quota (warnings: the answer still says `ok`), and the caller's
+/// quotas.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub errors: Vec<CtimError>,
+    pub warnings: Vec<CtimWarning>,
+    pub quotas: Vec<(ProviderName, Vec<BucketStatus>)>,
+}
+
+/// Checks every provider of the request, concurrently (a provider whose
+/// quota is reached is not called: a warning says until when), and reads
+/// the caller's quotas after the checks (which count like any call).
+pub async fn health(providers: &[Provider<'_>], quotas: &Quotas, scope: &Scope) -> Health {
     let results =
         futures_util::future::join_all(providers.iter().map(|provider| provider.health(scope)))
             .await;
     let mut outcome = Outcome::<()>::default();
+    let mut health = Health::default();
     for (provider, result) in providers.iter().zip(results) {
-        if let Err(error) = result {
-            tracing::warn!(provider = %provider.name(), error = %error, "health check failed");
-            outcome.record(&error);
+        match result {
+            Ok(()) => {}
+            Err(error @ ProviderError::QuotaReached { .. }) => {
+                let ctim = errors::provider_error(&error);
+                health.warnings.push(CtimWarning {
+                    code: ctim.code,
+                    message: format!("Health check skipped: {}", ctim.message),
+                });
+            }
+            Err(error) => {
+                tracing::warn!(provider = %provider.name(), error = %error, "health check failed");
+                outcome.record(&error);
+            }
         }
     }
-    outcome.errors
+    for provider in providers {
+        if let Some(quota) = provider.quota(quotas) {
+            health
+                .quotas
+                .push((provider.name(), quotas.status(provider.name(), quota).await));
+        }
+    }
+    health.errors = outcome.errors;
+    health
 }

@@ -43,6 +43,11 @@ impl AppState {
         })
     }
 
+    /// The quotas of every provider, and their counters.
+    pub fn quotas(&self) -> &crate::providers::quota::Quotas {
+        self.providers.quotas()
+    }
+
     /// The deadline and memory budget of a request starting now.
     pub fn scope(&self) -> Scope {
         Scope::new(&self.limits, self.pool.clone())

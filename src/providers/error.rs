@@ -59,6 +59,15 @@ pub enum ProviderError {
         provider: ProviderName,
         limit: Limit,
     },
+    #[error("{provider} quota reached: {quota}, resets at {resets}")]
+    QuotaReached {
+        provider: ProviderName,
+        /// `10000 a month`.
+        quota: String,
+        resets: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("{provider} quota cannot be checked: Redis does not answer")]
+    QuotaUnavailable { provider: ProviderName },
 }
 
 impl ProviderError {
@@ -76,6 +85,8 @@ impl ProviderError {
             ProviderError::TooLarge { .. } => "too_large",
             ProviderError::Deadline { .. } => "deadline",
             ProviderError::OverBudget { .. } => "over_budget",
+            ProviderError::QuotaReached { .. } => "quota_reached",
+            ProviderError::QuotaUnavailable { .. } => "quota_unavailable",
         }
     }
 }

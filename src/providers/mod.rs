@@ -7,6 +7,7 @@ pub mod c1fapp;
 mod cache;
 pub mod cyberscan;
 mod error;
+pub mod quota;
 pub mod scope;
 pub mod upstream;
 
@@ -22,8 +23,10 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
+use crate::store::Store;
 use c1fapp::{C1fApp, C1fAppState};
 use cyberscan::{CyberScan, CyberScanState};
+use quota::Quotas;
 use scope::{Limit, Metered, Scope};
 
 /// What a request asks of a provider.
@@ -41,16 +44,31 @@ pub enum Capability {
 pub struct ProviderState {
     c1fapp: Arc<C1fAppState>,
     cyberscan: Arc<CyberScanState>,
+    quotas: Arc<Quotas>,
     tls: Tls,
 }
 
 impl ProviderState {
     pub fn new(settings: &UpstreamSettings, tls: Tls, metrics: Arc<Metrics>) -> Self {
+        let store = settings.fleet.redis.as_ref().and_then(|redis| {
+            Store::start(redis, metrics.clone())
+                .inspect_err(|error| {
+                    tracing::error!(%error, "Redis cannot be used: quotas are counted by this relay alone");
+                })
+                .ok()
+        });
+        let quotas = Arc::new(Quotas::new(&settings.fleet, store, metrics.clone()));
         Self {
-            c1fapp: Arc::new(C1fAppState::new(settings, metrics.clone())),
-            cyberscan: Arc::new(CyberScanState::new(settings, metrics)),
+            c1fapp: Arc::new(C1fAppState::new(settings, metrics.clone(), quotas.clone())),
+            cyberscan: Arc::new(CyberScanState::new(settings, metrics, quotas.clone())),
+            quotas,
             tls,
         }
+    }
+
+    /// The quotas of every provider, and their counters.
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
     }
 }
 
@@ -130,7 +148,7 @@ impl Provider<'_> {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => Box::pin(client.observe(&credentials.key, observable, limit, scope)).await,
+            } => Box::pin(client.observe(credentials, observable, limit, scope)).await,
             Provider::CyberScan {
                 client,
                 credentials,
@@ -148,7 +166,7 @@ impl Provider<'_> {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => Box::pin(client.deliberate(&credentials.key, observable, limit, scope)).await,
+            } => Box::pin(client.deliberate(credentials, observable, limit, scope)).await,
             // CyberScan reports vulnerabilities, not maliciousness: no verdicts.
             Provider::CyberScan { .. } => Ok(Verdicts::default()),
         }
@@ -169,12 +187,27 @@ impl Provider<'_> {
         }
     }
 
+    /// The quota this provider's credential is under, if any.
+    pub fn quota<'q>(&'q self, quotas: &'q Quotas) -> Option<quota::QuotaUse<'q>> {
+        let (secret, own) = match self {
+            Provider::C1fApp { credentials, .. } => (&credentials.key, credentials.quota.as_ref()),
+            Provider::CyberScan { credentials, .. } => {
+                (&credentials.api_key, credentials.quota.as_ref())
+            }
+        };
+        quotas.quota(self.name(), own).map(|quota| quota::QuotaUse {
+            quotas,
+            quota,
+            secret,
+        })
+    }
+
     pub async fn health(&self, scope: &Scope) -> Result<(), ProviderError> {
         match self {
             Provider::C1fApp {
                 client,
                 credentials,
-            } => Box::pin(client.health(&credentials.key, scope)).await,
+            } => Box::pin(client.health(credentials, scope)).await,
             Provider::CyberScan {
                 client,
                 credentials,

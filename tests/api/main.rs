@@ -23,6 +23,7 @@ mod module_type;
 mod observe;
 mod operator;
 mod process;
+mod quota;
 mod refer;
 mod relay_process;
 mod routes;

@@ -248,6 +248,7 @@ async fn start_relay_with(
         credentials: Credentials {
             c1fapp: Some(C1fAppCredentials {
                 key: Secret::new(C1FAPP_KEY),
+                quota: None,
             }),
             cyberscan: None,
             entities_limit: None,

@@ -9,10 +9,13 @@ use super::records::{Record, parse_records};
 use crate::config::UpstreamSettings;
 use crate::ctim::JsonSize;
 use crate::ctim::{Entities, RandomIds, Verdicts};
-use crate::domain::{EntitiesLimit, Observable, ObservableType, ProviderName, Secret};
+use crate::domain::{
+    C1fAppCredentials, EntitiesLimit, Observable, ObservableType, ProviderName, Secret,
+};
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
 use crate::providers::cache::ResultCache;
+use crate::providers::quota::{QuotaUse, Quotas};
 use crate::providers::scope::{Allowance, Metered, Scope, Tenant};
 use crate::providers::upstream::{self, Endpoint, Gate};
 use crate::providers::{Capability, ProviderError, truncated};
@@ -38,11 +41,13 @@ pub struct C1fAppState {
     /// Answers by (API key, value), when the result cache is on.
     cache: ResultCache<(Secret, String), Arc<Vec<u8>>>,
     gate: Gate,
+    quotas: Arc<Quotas>,
 }
 
 impl C1fAppState {
-    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>, quotas: Arc<Quotas>) -> Self {
         Self {
+            quotas,
             settings: settings.clone(),
             cache: ResultCache::new(&settings.cache, PROVIDER, metrics.clone()),
             // The operator chose the one endpoint: no places per host.
@@ -85,30 +90,30 @@ impl C1fApp {
 
     pub async fn observe(
         &self,
-        key: &Secret,
+        credentials: &C1fAppCredentials,
         observable: &Observable,
         limit: EntitiesLimit,
         scope: &Scope,
     ) -> Result<Entities, ProviderError> {
-        let body = self.answer(key, &observable.value, scope).await?;
+        let body = self.answer(credentials, &observable.value, scope).await?;
         let records = parse(&body)?;
-        let allowance = Metered::new(scope.budget(), Some(self.tenant(key)));
+        let allowance = Metered::new(scope.budget(), Some(self.tenant(&credentials.key)));
         mapping::entities(observable, &records, limit, &allowance, &mut RandomIds)
             .map_err(|_| truncated(PROVIDER, &allowance))
     }
 
     pub async fn deliberate(
         &self,
-        key: &Secret,
+        credentials: &C1fAppCredentials,
         observable: &Observable,
         limit: EntitiesLimit,
         scope: &Scope,
     ) -> Result<Verdicts, ProviderError> {
-        let body = self.answer(key, &observable.value, scope).await?;
+        let body = self.answer(credentials, &observable.value, scope).await?;
         let records = parse(&body)?;
         let mut verdicts = Verdicts::default();
         if let Some(verdict) = mapping::verdict(observable, &records, limit) {
-            let allowance = Metered::new(scope.budget(), Some(self.tenant(key)));
+            let allowance = Metered::new(scope.budget(), Some(self.tenant(&credentials.key)));
             if !allowance.allow(verdict.json_size()) {
                 return Err(truncated(PROVIDER, &allowance));
             }
@@ -130,15 +135,15 @@ impl C1fApp {
     /// caller, borrowing their text from the body.
     async fn answer(
         &self,
-        key: &Secret,
+        credentials: &C1fAppCredentials,
         value: &str,
         scope: &Scope,
     ) -> Result<Arc<Vec<u8>>, ProviderError> {
         let cached = self.state.cache.enabled();
         self.state
             .cache
-            .get_or_fetch((key.clone(), value.to_owned()), scope, async {
-                let body = self.search(key, value, "search", scope).await?;
+            .get_or_fetch((credentials.key.clone(), value.to_owned()), scope, async {
+                let body = self.search(credentials, value, "search", scope).await?;
                 // The cache keeps only answers that parse.
                 if cached {
                     parse(&body)?;
@@ -150,8 +155,14 @@ impl C1fApp {
 
     /// One lookup of `test.com` (never from the cache): healthy when it does
     /// not fail and its answer parses.
-    pub async fn health(&self, key: &Secret, scope: &Scope) -> Result<(), ProviderError> {
-        let body = self.search(key, HEALTH_PROBE, "health", scope).await?;
+    pub async fn health(
+        &self,
+        credentials: &C1fAppCredentials,
+        scope: &Scope,
+    ) -> Result<(), ProviderError> {
+        let body = self
+            .search(credentials, HEALTH_PROBE, "health", scope)
+            .await?;
         parse(&body).map(drop)
     }
 
@@ -159,11 +170,12 @@ impl C1fApp {
     /// texts), or the error its status means.
     async fn search(
         &self,
-        key: &Secret,
+        credentials: &C1fAppCredentials,
         value: &str,
         operation: &'static str,
         scope: &Scope,
     ) -> Result<Vec<u8>, ProviderError> {
+        let key = &credentials.key;
         let state = &*self.state;
         let url = &state.settings.c1fapp_api_url;
         let request = self.http.post(url.clone()).json(&SearchRequest {
@@ -180,6 +192,14 @@ impl C1fApp {
             configured: url,
             operation,
             scope,
+            quota: state
+                .quotas
+                .quota(PROVIDER, credentials.quota.as_ref())
+                .map(|quota| QuotaUse {
+                    quotas: &state.quotas,
+                    quota,
+                    secret: key,
+                }),
         };
         let response = upstream::send(endpoint, request, &state.settings).await?;
         if is_nothing_found(&response.body) {

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls, json_error};
 use crate::providers::address::{PublicOnlyResolver, is_public};
 use crate::providers::cache::{Coalescer, ResultCache};
+use crate::providers::quota::{QuotaUse, Quotas};
 use crate::providers::scope::{Allowance, Metered, Scope, Tenant};
 use crate::providers::upstream::{self, Endpoint, Gate, UpstreamResponse};
 use crate::providers::{Capability, ProviderError, truncated};
@@ -47,6 +48,7 @@ pub struct CyberScanState {
     /// GET bodies by (URL, API key), when the result cache is on.
     cache: ResultCache<(Url, Secret), Arc<Vec<u8>>>,
     gate: Gate,
+    quotas: Arc<Quotas>,
 }
 
 impl std::fmt::Debug for CyberScanState {
@@ -58,8 +60,9 @@ impl std::fmt::Debug for CyberScanState {
 }
 
 impl CyberScanState {
-    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>, quotas: Arc<Quotas>) -> Self {
         Self {
+            quotas,
             settings: settings.clone(),
             tokens: Cache::builder()
                 .max_capacity(TOKEN_CACHE_CAPACITY)
@@ -413,6 +416,15 @@ impl CyberScan {
             configured: &credentials.api,
             operation,
             scope,
+            quota: self
+                .state
+                .quotas
+                .quota(PROVIDER, credentials.quota.as_ref())
+                .map(|quota| QuotaUse {
+                    quotas: &self.state.quotas,
+                    quota,
+                    secret: &credentials.api_key,
+                }),
         }
     }
 }

@@ -17,6 +17,7 @@ use gate::{RateLimited, Unresolved};
 
 use super::ProviderError;
 use super::address::{Machine, NotPublic};
+use super::quota::QuotaUse;
 use super::scope::{Scope, Tenant};
 use crate::config::UpstreamSettings;
 use crate::domain::ProviderName;
@@ -104,6 +105,9 @@ pub struct Endpoint<'a> {
     pub operation: &'static str,
     /// The deadline and memory budget of the request the call is made for.
     pub scope: &'a Scope,
+    /// The credential's quota, when it has one: each call sent (a retry
+    /// too) is counted in it first, and none is sent at its limit.
+    pub quota: Option<QuotaUse<'a>>,
 }
 
 /// How long one call may take, and which limit that is.
@@ -215,6 +219,9 @@ pub async fn send(
     if remaining < MIN_CALL_TIME {
         return Err(expired());
     }
+    if let Some(quota) = endpoint.quota {
+        quota.quotas.take(endpoint.provider, quota).await?;
+    }
     // Boxed: two inline calls would lay out two copies of the (large) HTTP
     // future in every lookup's state, for calls that are mostly never retried.
     let first = Box::pin(attempt(
@@ -238,6 +245,9 @@ pub async fn send(
                     .metrics
                     .upstream_retry(endpoint.provider.as_str(), endpoint.operation);
                 tokio::time::sleep(pause).await;
+                if let Some(quota) = endpoint.quota {
+                    quota.quotas.take(endpoint.provider, quota).await?;
+                }
                 Box::pin(attempt(
                     endpoint, tenant, &client, again, remaining, budget, settings,
                 ))
