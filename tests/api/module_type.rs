@@ -267,6 +267,7 @@ fn claims_of(module: &Map<String, Value>, skip: Option<&str>) -> auth::jwt::Clai
         let value = match field["type"].as_str().unwrap() {
             "integer" => Value::from(7),
             _ if claim == "host" => Value::from("api.cyberscan.example"),
+            _ if claim.ends_with("_quota") => Value::from("7/day"),
             _ => Value::from(format!("value-of-{claim}")),
         };
         claims.insert(claim.to_owned(), value);
@@ -287,6 +288,10 @@ fn every_configuration_key_is_one_the_token_parser_reads() {
             "key" => without.c1fapp.is_none(),
             "api_key" | "host" => without.cyberscan.is_none(),
             "CTR_ENTITIES_LIMIT" => without.entities_limit.is_none(),
+            "c1fapp_quota" => without.c1fapp.is_some_and(|c1fapp| c1fapp.quota.is_none()),
+            "cyberscan_quota" => {
+                without.cyberscan.is_some_and(|cyberscan| cyberscan.quota.is_none())
+            }
             other => panic!("`{other}` is a key the token parser does not read"),
         };
         assert!(read, "`{claim}` changes nothing when it is missing");
