@@ -14,6 +14,7 @@ mod cyberscan;
 mod deadline;
 mod deliberate;
 mod demo;
+mod fleet;
 mod health;
 mod helpers;
 mod hostile_upstreams;

@@ -289,9 +289,9 @@ fn every_configuration_key_is_one_the_token_parser_reads() {
             "api_key" | "host" => without.cyberscan.is_none(),
             "CTR_ENTITIES_LIMIT" => without.entities_limit.is_none(),
             "c1fapp_quota" => without.c1fapp.is_some_and(|c1fapp| c1fapp.quota.is_none()),
-            "cyberscan_quota" => {
-                without.cyberscan.is_some_and(|cyberscan| cyberscan.quota.is_none())
-            }
+            "cyberscan_quota" => without
+                .cyberscan
+                .is_some_and(|cyberscan| cyberscan.quota.is_none()),
             other => panic!("`{other}` is a key the token parser does not read"),
         };
         assert!(read, "`{claim}` changes nothing when it is missing");

@@ -1,0 +1,271 @@
+//! Two relay processes sharing a real `redis-server` (Debian's package,
+//! started here on a free port): one quota for both, exactly; `/health` on
+//! either; nothing secret in Redis; Redis paused, killed and restarted under
+//! them. Prints its figures.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::{
+    C1FAPP_KEY, C1FAPP_PATH, SECRET_KEY, c1fapp_record, closed_port, hs256_token, observable,
+    test_client,
+};
+use crate::relay_process::Relay;
+
+const HASH_KEY: &str = "fleet-test-hash-key-0123456789abcdef";
+const QUOTA: usize = 50;
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's package redis-server) is installed");
+        let redis = Redis { child, port };
+        for _ in 0..100 {
+            if redis.cli(&["PING"]).trim() == "PONG" {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// C1fApp, counting the calls it gets.
+struct Counting(Arc<AtomicUsize>);
+
+impl Respond for Counting {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        ResponseTemplate::new(200).set_body_json(json!([c1fapp_record(json!({}))]))
+    }
+}
+
+async fn relays(c1fapp: &MockServer, redis_port: u16) -> (Relay, Relay) {
+    let envs = vec![
+        ("SECRET_KEY", SECRET_KEY.to_owned()),
+        ("C1FAPP_API_URL", format!("{}{C1FAPP_PATH}", c1fapp.uri())),
+        ("C1FAPP_QUOTA", format!("{QUOTA}/day")),
+        ("REDIS_URL", format!("redis://127.0.0.1:{redis_port}/0")),
+        ("REDIS_HASH_KEY", HASH_KEY.to_owned()),
+        ("REDIS_TIMEOUT_MS", "100".to_owned()),
+        ("WORKERS", "2".to_owned()),
+    ];
+    (Relay::start(&envs).await, Relay::start(&envs).await)
+}
+
+async fn observe(relay: &Relay, token: &str, value: &str) -> Value {
+    let response = test_client()
+        .post(relay.url("/observe/observables"))
+        .bearer_auth(token)
+        .json(&json!([observable("ip", value)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    crate::helpers::assert_ctim(response.json().await.unwrap())
+}
+
+async fn metric(relay: &Relay, series: &str) -> Option<u64> {
+    let text = test_client()
+        .get(relay.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Whether `redis-server` can run here. Without it the test says so and
+/// passes — unless `CI` is set (`.ci/run` installs it): there it fails.
+fn redis_installed() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: redis-server is not installed (apt-get install redis-server)"
+        );
+        println!("fleet: SKIPPED: redis-server is not installed (apt-get install redis-server)");
+    }
+    found
+}
+
+#[tokio::test]
+async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
+    if !redis_installed() {
+        return;
+    }
+    let c1fapp = MockServer::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(Counting(calls.clone()))
+        .mount(&c1fapp)
+        .await;
+    let redis_port = closed_port();
+    let mut redis = Redis::start(redis_port);
+    let (a, b) = relays(&c1fapp, redis_port).await;
+    let token = hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY);
+
+    // 100 lookups at once, alternating between the two relays.
+    let answers = futures_util::future::join_all((0..100).map(|n| {
+        let relay = if n % 2 == 0 { &a } else { &b };
+        let token = token.clone();
+        async move { observe(relay, &token, &format!("198.51.100.{}", n + 1)).await }
+    }))
+    .await;
+    let found = answers
+        .iter()
+        .filter(|answer| answer["data"]["sightings"]["count"] == 1)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|answer| {
+            answer["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|message| {
+                    message.starts_with("C1fApp quota reached for this key: 50 a day")
+                })
+        })
+        .count();
+    let made = calls.load(Ordering::SeqCst);
+    println!(
+        "fleet: 100 lookups over two relays, quota {QUOTA}: {made} upstream calls, {found} answered, {refused} refused"
+    );
+    assert_eq!((made, found, refused), (QUOTA, QUOTA, 100 - QUOTA));
+
+    // /health on either: the shared consumption, the limit reached, no call.
+    for relay in [&a, &b] {
+        let health: Value = test_client()
+            .post(relay.url("/health"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let values = &health["data"]["quotas"]["c1fapp_day"]["values"];
+        assert_eq!(values["current_bucket_consumption"], QUOTA, "{health}");
+        assert_eq!(values["current_bucket_limit_reached"], true);
+        assert!(values["current_bucket_limit_reached_at"].is_string());
+        assert_eq!(health["errors"][0]["type"], "warning");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        QUOTA,
+        "health made no call at the limit"
+    );
+
+    // Nothing secret in Redis: every key and value, scanned.
+    let keys = redis.cli(&["--scan", "--pattern", "*"]);
+    let mut everything = keys.clone();
+    for key in keys.lines().filter(|key| !key.is_empty()) {
+        everything.push_str(&redis.cli(&["GET", key]));
+    }
+    assert!(keys.lines().count() >= 2, "{keys}");
+    for secret in [C1FAPP_KEY, SECRET_KEY, HASH_KEY, token.as_str()] {
+        assert!(
+            !everything.contains(secret),
+            "a secret in Redis: {everything}"
+        );
+    }
+    println!(
+        "fleet: {} Redis keys, no key, token or secret in any key or value",
+        keys.lines().count()
+    );
+
+    // A slow Redis: lookups answer within the timeout, counted locally.
+    let other = hs256_token(&json!({"key": "another-tenant-key"}), SECRET_KEY);
+    redis.cli(&["CLIENT", "PAUSE", "3000"]);
+    let started = Instant::now();
+    let paused = observe(&a, &other, "203.0.113.1").await;
+    let took = started.elapsed();
+    println!(
+        "fleet: Redis paused 3 s: a lookup answered in {} ms",
+        took.as_millis()
+    );
+    assert_eq!(paused["data"]["sightings"]["count"], 1, "{paused}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(metric(&a, "ctr_relay_redis_up").await, Some(0));
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+
+    // Redis gone: lookups answer; back: sharing resumes.
+    redis.kill();
+    let alone = observe(&b, &other, "203.0.113.2").await;
+    assert_eq!(alone["data"]["sightings"]["count"], 1, "{alone}");
+    assert_eq!(metric(&b, "ctr_relay_redis_up").await, Some(0));
+    let fallbacks = metric(&b, "ctr_relay_redis_fallbacks_total{operation=\"quota\"}").await;
+    assert!(fallbacks.unwrap_or(0) >= 1);
+    let redis = Redis::start(redis_port);
+    let mut resumed = false;
+    for n in 0..50 {
+        observe(&b, &other, &format!("203.0.113.{}", 10 + n)).await;
+        if metric(&b, "ctr_relay_redis_up").await == Some(1) {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(resumed, "sharing resumed after Redis came back");
+    let counted = redis.cli(&["--scan", "--pattern", "*quota*"]);
+    assert!(!counted.trim().is_empty(), "counters written again");
+    let warned = b
+        .output
+        .lock()
+        .unwrap()
+        .matches("Redis does not answer")
+        .count();
+    println!(
+        "fleet: Redis killed: lookups answered alone ({warned} warning); restarted: sharing resumed"
+    );
+    assert!(warned >= 1);
+}
