@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -74,6 +75,52 @@ pub struct QuotaUse<'a> {
     pub quota: &'a Quota,
     /// The call's credential (named in counters by a keyed hash only).
     pub secret: &'a Secret,
+}
+
+/// What a call shares with the fleet: its credential's quota (if any), and
+/// the rate-limit memory of its credential and host.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetUse<'a> {
+    pub quotas: &'a Quotas,
+    pub secret: &'a Secret,
+    /// The caller's own quota (a token's claim), if any.
+    pub own: Option<&'a Quota>,
+}
+
+impl<'a> FleetUse<'a> {
+    /// The quota the call is under, if any.
+    pub fn quota(&self, provider: ProviderName) -> Option<QuotaUse<'a>> {
+        self.quotas.quota(provider, self.own).map(|quota| QuotaUse {
+            quotas: self.quotas,
+            quota,
+            secret: self.secret,
+        })
+    }
+
+    fn rate_limit_key(&self, provider: ProviderName, host: &str) -> Option<(&'a Store, String)> {
+        let store = self.quotas.store.as_ref()?;
+        let name = store::credential_id(
+            &self.quotas.hash_key,
+            provider.as_str(),
+            &format!("{}\n{host}", self.secret.expose()),
+        );
+        Some((store, store.key(&["ratelimit", provider.as_str(), &name])))
+    }
+
+    /// How long another replica was told to wait for this credential and
+    /// host (a 429), if Redis says so.
+    pub async fn shared_wait(&self, provider: ProviderName, host: &str) -> Option<Duration> {
+        let (store, key) = self.rate_limit_key(provider, host)?;
+        store.wait_left(&key).await.filter(|wait| !wait.is_zero())
+    }
+
+    /// Tells every replica to wait `wait` before calling with this
+    /// credential and host.
+    pub async fn share_wait(&self, provider: ProviderName, host: &str, wait: Duration) {
+        if let Some((store, key)) = self.rate_limit_key(provider, host) {
+            store.hold(&key, wait).await;
+        }
+    }
 }
 
 impl Quotas {

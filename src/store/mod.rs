@@ -13,8 +13,8 @@
 //! HMAC-SHA256 keyed with `REDIS_HASH_KEY` ([`Store::credential_id`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -72,8 +72,16 @@ struct Inner {
     script: redis::Script,
     /// Whether the last call failed (an outage is said once).
     down: AtomicBool,
+    /// During an outage, when (ms since `started`) the next call may try
+    /// Redis: until then calls fall back at once, so an outage costs a call
+    /// at most one timeout a second, not one each.
+    retry_at: AtomicU64,
+    started: Instant,
     metrics: Arc<Metrics>,
 }
+
+/// During an outage, how often one call tries Redis again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +137,8 @@ impl Store {
                 hash_key: settings.hash_key.expose().as_bytes().to_vec(),
                 script: redis::Script::new(CHECK_AND_COUNT),
                 down: AtomicBool::new(false),
+                retry_at: AtomicU64::new(0),
+                started: Instant::now(),
                 metrics,
             }),
         })
@@ -208,6 +218,36 @@ impl Store {
         values.map(|values| values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
+    /// How long `key` still lives (0 when it does not). `None`: Redis did
+    /// not answer.
+    pub async fn wait_left(&self, key: &str) -> Option<Duration> {
+        let mut connection = self.inner.connection.clone();
+        let left: Option<i64> = self
+            .bounded(
+                "rate_limit",
+                redis::cmd("PTTL").arg(key).query_async(&mut connection),
+            )
+            .await;
+        left.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
+    /// Sets `key` for `wait` (a mark, no value).
+    pub async fn hold(&self, key: &str, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut connection = self.inner.connection.clone();
+        let _: Option<()> = self
+            .bounded(
+                "rate_limit",
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut connection),
+            )
+            .await;
+    }
+
     /// `call`, within the timeout; `None` (counted, said once per outage)
     /// when it fails.
     async fn bounded<T>(
@@ -215,6 +255,22 @@ impl Store {
         operation: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
+        let inner = &self.inner;
+        if inner.down.load(Ordering::Relaxed) {
+            // One call a second tries again; the others fall back at once.
+            let now = inner.started.elapsed().as_millis() as u64;
+            let due = inner.retry_at.load(Ordering::Relaxed);
+            let next = now + RETRY_EVERY.as_millis() as u64;
+            if now < due
+                || inner
+                    .retry_at
+                    .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                inner.metrics.redis_fallback(operation);
+                return None;
+            }
+        }
         match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(Ok(value)) => {
                 if self.inner.down.swap(false, Ordering::Relaxed) {
@@ -236,6 +292,10 @@ impl Store {
 
     fn failed(&self, operation: &'static str, reason: &str) {
         self.inner.metrics.redis_fallback(operation);
+        let next = self.inner.started.elapsed() + RETRY_EVERY;
+        self.inner
+            .retry_at
+            .store(next.as_millis() as u64, Ordering::Relaxed);
         if !self.inner.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 operation,

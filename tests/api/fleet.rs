@@ -73,12 +73,24 @@ impl Drop for Redis {
     }
 }
 
-/// C1fApp, counting the calls it gets.
-struct Counting(Arc<AtomicUsize>);
+/// C1fApp, counting the calls it gets: `429` with `Retry-After: 30` for
+/// [`LIMITED_KEY`] (counted apart), records for every other key.
+struct Counting {
+    calls: Arc<AtomicUsize>,
+    limited: Arc<AtomicUsize>,
+}
+
+const LIMITED_KEY: &str = "a-rate-limited-tenant-key";
 
 impl Respond for Counting {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        self.0.fetch_add(1, Ordering::SeqCst);
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if String::from_utf8_lossy(&request.body).contains(LIMITED_KEY) {
+            self.limited.fetch_add(1, Ordering::SeqCst);
+            return ResponseTemplate::new(429)
+                .insert_header("Retry-After", "30")
+                .set_body_string(format!("slow down, {LIMITED_KEY}"));
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
         ResponseTemplate::new(200).set_body_json(json!([c1fapp_record(json!({}))]))
     }
 }
@@ -146,8 +158,12 @@ async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
     }
     let c1fapp = MockServer::start().await;
     let calls = Arc::new(AtomicUsize::new(0));
+    let limited = Arc::new(AtomicUsize::new(0));
     Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(Counting(calls.clone()))
+        .respond_with(Counting {
+            calls: calls.clone(),
+            limited: limited.clone(),
+        })
         .mount(&c1fapp)
         .await;
     let redis_port = closed_port();
@@ -205,14 +221,34 @@ async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
         "health made no call at the limit"
     );
 
+    // A 429 with Retry-After: 30 learned by one relay holds the other.
+    let slow = hs256_token(&json!({"key": LIMITED_KEY}), SECRET_KEY);
+    let first = observe(&a, &slow, "192.0.2.50").await;
+    let second = observe(&b, &slow, "192.0.2.51").await;
+    let told = limited.load(Ordering::SeqCst);
+    println!(
+        "fleet: a 429 (Retry-After: 30) on one relay: the other made {} call(s) and answered `{}`",
+        told - 1,
+        second["errors"][0]["code"].as_str().unwrap_or_default()
+    );
+    assert_eq!(first["errors"][0]["code"], "too many requests", "{first}");
+    assert_eq!(second["errors"][0]["code"], "too many requests", "{second}");
+    assert_eq!(told, 1, "the second relay did not call");
+
     // Nothing secret in Redis: every key and value, scanned.
     let keys = redis.cli(&["--scan", "--pattern", "*"]);
     let mut everything = keys.clone();
     for key in keys.lines().filter(|key| !key.is_empty()) {
         everything.push_str(&redis.cli(&["GET", key]));
     }
-    assert!(keys.lines().count() >= 2, "{keys}");
-    for secret in [C1FAPP_KEY, SECRET_KEY, HASH_KEY, token.as_str()] {
+    assert!(keys.lines().count() >= 3, "{keys}");
+    for secret in [
+        C1FAPP_KEY,
+        LIMITED_KEY,
+        SECRET_KEY,
+        HASH_KEY,
+        token.as_str(),
+    ] {
         assert!(
             !everything.contains(secret),
             "a secret in Redis: {everything}"

@@ -15,7 +15,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls};
 use crate::providers::cache::ResultCache;
-use crate::providers::quota::{QuotaUse, Quotas};
+use crate::providers::quota::{FleetUse, Quotas};
 use crate::providers::scope::{Allowance, Metered, Scope, Tenant};
 use crate::providers::upstream::{self, Endpoint, Gate};
 use crate::providers::{Capability, ProviderError, truncated};
@@ -192,14 +192,11 @@ impl C1fApp {
             configured: url,
             operation,
             scope,
-            quota: state
-                .quotas
-                .quota(PROVIDER, credentials.quota.as_ref())
-                .map(|quota| QuotaUse {
-                    quotas: &state.quotas,
-                    quota,
-                    secret: key,
-                }),
+            fleet: FleetUse {
+                quotas: &state.quotas,
+                secret: key,
+                own: credentials.quota.as_ref(),
+            },
         };
         let response = upstream::send(endpoint, request, &state.settings).await?;
         if is_nothing_found(&response.body) {

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{BuildError, Tls, json_error};
 use crate::providers::address::{PublicOnlyResolver, is_public};
 use crate::providers::cache::{Coalescer, ResultCache};
-use crate::providers::quota::{QuotaUse, Quotas};
+use crate::providers::quota::{FleetUse, Quotas};
 use crate::providers::scope::{Allowance, Metered, Scope, Tenant};
 use crate::providers::upstream::{self, Endpoint, Gate, UpstreamResponse};
 use crate::providers::{Capability, ProviderError, truncated};
@@ -416,15 +416,11 @@ impl CyberScan {
             configured: &credentials.api,
             operation,
             scope,
-            quota: self
-                .state
-                .quotas
-                .quota(PROVIDER, credentials.quota.as_ref())
-                .map(|quota| QuotaUse {
-                    quotas: &self.state.quotas,
-                    quota,
-                    secret: &credentials.api_key,
-                }),
+            fleet: FleetUse {
+                quotas: &self.state.quotas,
+                secret: &credentials.api_key,
+                own: credentials.quota.as_ref(),
+            },
         }
     }
 }

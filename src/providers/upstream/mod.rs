@@ -17,7 +17,7 @@ use gate::{RateLimited, Unresolved};
 
 use super::ProviderError;
 use super::address::{Machine, NotPublic};
-use super::quota::QuotaUse;
+use super::quota::FleetUse;
 use super::scope::{Scope, Tenant};
 use crate::config::UpstreamSettings;
 use crate::domain::ProviderName;
@@ -105,9 +105,10 @@ pub struct Endpoint<'a> {
     pub operation: &'static str,
     /// The deadline and memory budget of the request the call is made for.
     pub scope: &'a Scope,
-    /// The credential's quota, when it has one: each call sent (a retry
-    /// too) is counted in it first, and none is sent at its limit.
-    pub quota: Option<QuotaUse<'a>>,
+    /// What the call shares with the fleet: the credential's quota, when it
+    /// has one (each call sent, a retry too, is counted in it first, and
+    /// none is sent at its limit), and the rate-limit memory.
+    pub fleet: FleetUse<'a>,
 }
 
 /// How long one call may take, and which limit that is.
@@ -187,6 +188,32 @@ pub async fn send(
             retry_after: None,
         });
     }
+    let host = origin(endpoint.configured);
+    if let Some(wait) = endpoint.fleet.shared_wait(endpoint.provider, &host).await {
+        // Another replica was told to wait: so is this one, from now.
+        tracing::info!(
+            provider = %endpoint.provider,
+            operation = endpoint.operation,
+            retry_in_ms = wait.as_millis() as u64,
+            "upstream call not sent: rate limited (learned by another replica)"
+        );
+        endpoint
+            .metrics
+            .upstream_skipped(endpoint.provider.as_str(), "rate_limited");
+        let limited = RateLimited {
+            until: Instant::now() + wait,
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: SHARED_RATE_LIMIT_BODY.to_vec(),
+        };
+        endpoint
+            .gate
+            .remember(machine, endpoint.credential, limited);
+        return Ok(UpstreamResponse {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: SHARED_RATE_LIMIT_BODY.to_vec(),
+            retry_after: None,
+        });
+    }
     if budget.remaining() < MIN_CALL_TIME {
         endpoint
             .metrics
@@ -219,7 +246,7 @@ pub async fn send(
     if remaining < MIN_CALL_TIME {
         return Err(expired());
     }
-    if let Some(quota) = endpoint.quota {
+    if let Some(quota) = endpoint.fleet.quota(endpoint.provider) {
         quota.quotas.take(endpoint.provider, quota).await?;
     }
     // Boxed: two inline calls would lay out two copies of the (large) HTTP
@@ -245,7 +272,7 @@ pub async fn send(
                     .metrics
                     .upstream_retry(endpoint.provider.as_str(), endpoint.operation);
                 tokio::time::sleep(pause).await;
-                if let Some(quota) = endpoint.quota {
+                if let Some(quota) = endpoint.fleet.quota(endpoint.provider) {
                     quota.quotas.take(endpoint.provider, quota).await?;
                 }
                 Box::pin(attempt(
@@ -258,10 +285,30 @@ pub async fn send(
     };
     if let Ok(response) = &result {
         if response.status == StatusCode::TOO_MANY_REQUESTS {
-            remember_rate_limit(endpoint, machine, response);
+            let wait = remember_rate_limit(endpoint, machine, response);
+            endpoint
+                .fleet
+                .share_wait(endpoint.provider, &host, wait)
+                .await;
         }
     }
     result
+}
+
+/// What a call held back by a 429 another replica got answers (the
+/// upstream's own text is not shared: it might echo a key).
+const SHARED_RATE_LIMIT_BODY: &[u8] =
+    b"Too Many Requests (the provider told another replica of this relay to wait)";
+
+/// `scheme://host:port` of the API address: what, with the credential, a
+/// rate limit is shared for.
+fn origin(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// Connection failures and the gateway statuses that say "try again".
@@ -314,11 +361,12 @@ async fn machine(
     }
 }
 
+/// Remembers a 429 here; how long calls wait.
 fn remember_rate_limit(
     endpoint: Endpoint<'_>,
     machine: Option<Machine>,
     response: &UpstreamResponse,
-) {
+) -> Duration {
     let wait = response
         .retry_after
         .as_deref()
@@ -341,6 +389,7 @@ fn remember_rate_limit(
             body,
         },
     );
+    wait
 }
 
 /// A `Retry-After` value: delay seconds, or an HTTP date (RFC 9110 §10.2.3).
