@@ -98,7 +98,8 @@ impl Metrics {
         let cache_lookups = IntCounterVec::new(
             Opts::new(
                 "cache_lookups_total",
-                "Result cache lookups, by provider and result (hit / miss)",
+                "Result cache lookups, by provider and result (hit / miss; shared_hit: a \
+                 miss here answered from the fleet's cache in Redis)",
             ),
             &["provider", "result"],
         )?;
@@ -240,6 +241,13 @@ impl Metrics {
     /// A call not made: `provider`'s quota for its credential was reached.
     pub fn quota_refusal(&self, provider: &str) {
         self.quota_refusals.with_label_values(&[provider]).inc();
+    }
+
+    /// A lookup answered from the fleet's cache (Redis), after a miss here.
+    pub fn cache_lookup_shared(&self, provider: &str) {
+        self.cache_lookups
+            .with_label_values(&[provider, "shared_hit"])
+            .inc();
     }
 
     /// Whether Redis answers (1) or the relay counts on its own (0).

@@ -181,10 +181,6 @@ where
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.cache.is_some()
-    }
-
     /// The cached answer for `key`, or the answer of a lookup of `key`
     /// already in flight, or the result of `fetch` (kept when it succeeded).
     /// `scope` bounds how long a follower waits.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::ProviderError;
+use super::scope::{Scope, Tenant};
 use crate::config::FleetSettings;
 use crate::domain::{Bucket, ProviderName, Quota, Secret};
 use crate::metrics::Metrics;
@@ -105,6 +106,56 @@ impl<'a> FleetUse<'a> {
             &format!("{}\n{host}", self.secret.expose()),
         );
         Some((store, store.key(&["ratelimit", provider.as_str(), &name])))
+    }
+
+    /// The key of an answer in the fleet's cache: a keyed hash of the
+    /// credential and what was asked (an observable, a URL).
+    fn cache_key(&self, provider: ProviderName, asked: &str) -> Option<(&'a Store, String)> {
+        let store = self.quotas.store.as_ref()?;
+        let name = store::credential_id(
+            &self.quotas.hash_key,
+            provider.as_str(),
+            &format!("{}\n{asked}", self.secret.expose()),
+        );
+        Some((store, store.key(&["cache", provider.as_str(), &name])))
+    }
+
+    /// An answer another replica (or this one) kept in the fleet's cache,
+    /// when `usable` says it is one; its bytes count in the request's
+    /// budget as upstream bytes do (for `tenant`).
+    pub async fn cached(
+        &self,
+        provider: ProviderName,
+        asked: &str,
+        scope: &Scope,
+        tenant: Tenant,
+        usable: impl Fn(&[u8]) -> bool,
+    ) -> Result<Option<Vec<u8>>, ProviderError> {
+        let Some((store, key)) = self.cache_key(provider, asked) else {
+            return Ok(None);
+        };
+        let Some(body) = store.get_bytes(&key).await.flatten() else {
+            return Ok(None);
+        };
+        scope
+            .budget()
+            .read(body.len(), tenant)
+            .map_err(|limit| ProviderError::OverBudget { provider, limit })?;
+        self.quotas.metrics.cache_lookup_shared(provider.as_str());
+        Ok(usable(&body).then_some(body))
+    }
+
+    /// Keeps an answer in the fleet's cache for `ttl` — unless it holds the
+    /// credential itself (an upstream that echoes the key): no secret is
+    /// written to Redis.
+    pub async fn keep(&self, provider: ProviderName, asked: &str, body: &[u8], ttl: Duration) {
+        let secret = self.secret.expose().as_bytes();
+        if !secret.is_empty() && body.windows(secret.len()).any(|window| window == secret) {
+            return;
+        }
+        if let Some((store, key)) = self.cache_key(provider, asked) {
+            store.set_bytes(&key, body, ttl).await;
+        }
     }
 
     /// How long another replica was told to wait for this credential and

@@ -248,6 +248,33 @@ impl Store {
             .await;
     }
 
+    /// The bytes at `key`, if any. `None`: Redis did not answer.
+    pub async fn get_bytes(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        let mut connection = self.inner.connection.clone();
+        self.bounded(
+            "cache",
+            redis::cmd("GET").arg(key).query_async(&mut connection),
+        )
+        .await
+    }
+
+    /// Keeps `value` at `key` for `ttl`.
+    pub async fn set_bytes(&self, key: &str, value: &[u8], ttl: Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut connection = self.inner.connection.clone();
+        let _: Option<()> = self
+            .bounded(
+                "cache",
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut connection),
+            )
+            .await;
+    }
+
     /// `call`, within the timeout; `None` (counted, said once per outage)
     /// when it fails.
     async fn bounded<T>(

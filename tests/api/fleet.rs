@@ -103,6 +103,7 @@ async fn relays(c1fapp: &MockServer, redis_port: u16) -> (Relay, Relay) {
         ("REDIS_URL", format!("redis://127.0.0.1:{redis_port}/0")),
         ("REDIS_HASH_KEY", HASH_KEY.to_owned()),
         ("REDIS_TIMEOUT_MS", "100".to_owned()),
+        ("RESULT_CACHE_TTL_SECONDS", "300".to_owned()),
         ("WORKERS", "2".to_owned()),
     ];
     (Relay::start(&envs).await, Relay::start(&envs).await)
@@ -221,6 +222,27 @@ async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
         "health made no call at the limit"
     );
 
+    // A lookup answered by one relay is answered by the other from Redis.
+    let cacher = hs256_token(&json!({"key": "a-tenant-key-for-the-cache"}), SECRET_KEY);
+    let before = calls.load(Ordering::SeqCst);
+    let fetched = observe(&a, &cacher, "192.0.2.60").await;
+    let shared = observe(&b, &cacher, "192.0.2.60").await;
+    let cache_calls = calls.load(Ordering::SeqCst) - before;
+    println!(
+        "fleet: one lookup on each relay: {cache_calls} upstream call (the second from Redis)"
+    );
+    assert_eq!(fetched["data"]["sightings"]["count"], 1);
+    assert_eq!(shared["data"]["sightings"]["count"], 1, "{shared}");
+    assert_eq!(cache_calls, 1);
+    assert_eq!(
+        metric(
+            &b,
+            "ctr_relay_cache_lookups_total{provider=\"C1fApp\",result=\"shared_hit\"}"
+        )
+        .await,
+        Some(1)
+    );
+
     // A 429 with Retry-After: 30 learned by one relay holds the other.
     let slow = hs256_token(&json!({"key": LIMITED_KEY}), SECRET_KEY);
     let first = observe(&a, &slow, "192.0.2.50").await;
@@ -241,7 +263,7 @@ async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
     for key in keys.lines().filter(|key| !key.is_empty()) {
         everything.push_str(&redis.cli(&["GET", key]));
     }
-    assert!(keys.lines().count() >= 3, "{keys}");
+    assert!(keys.lines().count() >= 4, "{keys}");
     for secret in [
         C1FAPP_KEY,
         LIMITED_KEY,

@@ -122,6 +122,15 @@ impl C1fApp {
         Ok(verdicts)
     }
 
+    /// What calls with `credentials` share with the fleet.
+    fn fleet<'a>(&'a self, credentials: &'a C1fAppCredentials) -> FleetUse<'a> {
+        FleetUse {
+            quotas: &self.state.quotas,
+            secret: &credentials.key,
+            own: credentials.quota.as_ref(),
+        }
+    }
+
     /// Whose share of the memory pool the answers for `key` take.
     fn tenant(&self, key: &Secret) -> Tenant {
         Tenant {
@@ -139,15 +148,24 @@ impl C1fApp {
         value: &str,
         scope: &Scope,
     ) -> Result<Arc<Vec<u8>>, ProviderError> {
-        let cached = self.state.cache.enabled();
         self.state
             .cache
             .get_or_fetch((credentials.key.clone(), value.to_owned()), scope, async {
-                let body = self.search(credentials, value, "search", scope).await?;
-                // The cache keeps only answers that parse.
-                if cached {
+                let fleet = self.fleet(credentials);
+                if let Some(ttl) = self.state.settings.cache.ttl {
+                    let tenant = self.tenant(&credentials.key);
+                    let usable = |body: &[u8]| parse(body).is_ok();
+                    if let Some(body) = fleet.cached(PROVIDER, value, scope, tenant, usable).await?
+                    {
+                        return Ok(Arc::new(body));
+                    }
+                    let body = self.search(credentials, value, "search", scope).await?;
+                    // The caches keep only answers that parse.
                     parse(&body)?;
+                    fleet.keep(PROVIDER, value, &body, ttl).await;
+                    return Ok(Arc::new(body));
                 }
+                let body = self.search(credentials, value, "search", scope).await?;
                 Ok(Arc::new(body))
             })
             .await
@@ -192,11 +210,7 @@ impl C1fApp {
             configured: url,
             operation,
             scope,
-            fleet: FleetUse {
-                quotas: &state.quotas,
-                secret: key,
-                own: credentials.quota.as_ref(),
-            },
+            fleet: self.fleet(credentials),
         };
         let response = upstream::send(endpoint, request, &state.settings).await?;
         if is_nothing_found(&response.body) {

@@ -232,14 +232,25 @@ impl CyberScan {
     ) -> Result<Arc<Vec<u8>>, ProviderError> {
         let url = endpoint_url(&credentials.api, segments);
         let key = (url.clone(), credentials.api_key.clone());
-        let cached = self.state.cache.enabled();
         self.state
             .cache
             .get_or_fetch(key, scope, async {
-                let body = self.fetch(credentials, &url, operation, scope).await?;
-                if cached {
+                if let Some(ttl) = self.state.settings.cache.ttl {
+                    let fleet = self.fleet(credentials);
+                    let tenant = self.tenant(credentials);
+                    let usable = |body: &[u8]| check(body).is_ok();
+                    let asked = url.as_str();
+                    if let Some(body) = fleet.cached(PROVIDER, asked, scope, tenant, usable).await?
+                    {
+                        return Ok(Arc::new(body));
+                    }
+                    let body = self.fetch(credentials, &url, operation, scope).await?;
+                    // The caches keep only answers that pass `check`.
                     check(&body).map_err(malformed)?;
+                    fleet.keep(PROVIDER, asked, &body, ttl).await;
+                    return Ok(Arc::new(body));
                 }
+                let body = self.fetch(credentials, &url, operation, scope).await?;
                 Ok(Arc::new(body))
             })
             .await
@@ -402,6 +413,15 @@ impl CyberScan {
         }
     }
 
+    /// What calls with `credentials` share with the fleet.
+    fn fleet<'a>(&'a self, credentials: &'a CyberScanCredentials) -> FleetUse<'a> {
+        FleetUse {
+            quotas: &self.state.quotas,
+            secret: &credentials.api_key,
+            own: credentials.quota.as_ref(),
+        }
+    }
+
     fn endpoint<'a>(
         &'a self,
         credentials: &'a CyberScanCredentials,
@@ -416,11 +436,7 @@ impl CyberScan {
             configured: &credentials.api,
             operation,
             scope,
-            fleet: FleetUse {
-                quotas: &self.state.quotas,
-                secret: &credentials.api_key,
-                own: credentials.quota.as_ref(),
-            },
+            fleet: self.fleet(credentials),
         }
     }
 }
