@@ -183,6 +183,39 @@ class Relay:
         self.log.close()
 
 
+class Redis:
+    """A private redis-server on a free port (Debian's package), for the
+    scenarios that share state through it."""
+
+    HASH_KEY = "benchmark-redis-hash-key-0123456789abcdef"
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def env(self):
+        return {"REDIS_URL": f"redis://127.0.0.1:{self.port}/0", "REDIS_HASH_KEY": self.HASH_KEY}
+
+    def flush(self):
+        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True,
+                       capture_output=True)
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+REDIS = None
+
+
 def token(claims):
     env = dict(os.environ, SECRET_KEY=SECRET_KEY)
     args = [str(RELAY), "jwt"]
@@ -214,6 +247,8 @@ class Scenario:
     # traffic comes from many modules, and one credential may hold at most
     # UPSTREAM_MAX_IN_FLIGHT_PER_CREDENTIAL calls.
     credentials: int = 8
+    # Shares state through a private redis-server (REDIS_URL).
+    redis: bool = False
 
     def body(self):
         if self.route == "/health":
@@ -228,6 +263,11 @@ SCENARIOS = [
     Scenario("nginx proxy to the mock (anchor)", direct=True, nginx=True),
     Scenario("1 observable, 0 ms"),
     Scenario("1 observable, 0 ms, static binary", binary=STATIC_RELAY),
+    Scenario("1 observable, 0 ms, Redis", redis=True),
+    Scenario("1 observable, 0 ms, Redis and a quota", redis=True,
+             env={"C1FAPP_QUOTA": "1000000000/day"}),
+    Scenario("1 observable, 0 ms, Redis, quota and cache", redis=True,
+             env={"C1FAPP_QUOTA": "1000000000/day", "RESULT_CACHE_TTL_SECONDS": "60"}),
     Scenario("10 observables, 0 ms", observables=10),
     Scenario("10 observables, 50 ms", observables=10, latency_ms=50),
     Scenario("10 observables, 50 ms, one credential", observables=10, latency_ms=50,
@@ -276,7 +316,8 @@ end
 """
 
 
-def wrk(port, path, method, body, headers, duration, repeated=None, observables=1, tokens=None):
+def wrk(port, path, method, body, headers, duration, repeated=None, observables=1, tokens=None,
+        connections=None):
     lines = [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
     script = WRK_SCRIPT % {"method": method, "body": json.dumps(body), "headers": "\n".join(lines)}
     if tokens:
@@ -289,7 +330,7 @@ def wrk(port, path, method, body, headers, duration, repeated=None, observables=
         handle.write(script)
     try:
         output = subprocess.run(
-            ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{duration}s",
+            ["wrk", "-t", str(THREADS), "-c", str(connections or CONNECTIONS), "-d", f"{duration}s",
              "--timeout", "10s", "-s", handle.name, f"http://127.0.0.1:{port}{path}"],
             check=True, capture_output=True, text=True).stdout
     finally:
@@ -326,7 +367,11 @@ def run_scenario(scenario, mocks):
     if scenario.binary and not Path(scenario.binary).exists():
         raise RuntimeError(f"{scenario.name}: {scenario.binary} is not built "
                            "(scripts/container-check.sh builds it)")
-    relay = Relay(mock, scenario.env, scenario.binary)
+    env = dict(scenario.env)
+    if scenario.redis:
+        REDIS.flush()
+        env.update(REDIS.env())
+    relay = Relay(mock, env, scenario.binary)
     try:
         status, data = request(relay.port, "POST", scenario.route, scenario.body(), headers)
         answer = json.loads(data)
@@ -336,6 +381,7 @@ def run_scenario(scenario, mocks):
             scenario.repeated, scenario.observables, tokens)
         calls_before = upstream_calls(relay.port)
         cpu_before = relay.cpu_seconds()
+        redis_before = REDIS.cpu_seconds() if scenario.redis else 0.0
         varied = None if scenario.route == "/health" else scenario.repeated
         result = wrk(relay.port, scenario.route, "POST", scenario.body(), headers, DURATION,
                      varied, scenario.observables, tokens)
@@ -347,6 +393,9 @@ def run_scenario(scenario, mocks):
             "cpu_per_1000": cpu / max(result["requests"], 1) * 1000,
             "cold_start_ms": relay.cold_start_ms,
         }
+        if scenario.redis:
+            stats["redis_cpu_per_1000"] = ((REDIS.cpu_seconds() - redis_before)
+                                           / max(result["requests"], 1) * 1000)
         return result, stats
     finally:
         relay.stop()
@@ -360,6 +409,35 @@ def upstream_calls(port):
         if line.startswith("ctr_relay_upstream_calls_total{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def quota_under_load(mock, quota=3000, seconds=5):
+    """Two relays sharing one Redis and one credential's quota, 32
+    connections each at once: the upstream calls they make together."""
+    REDIS.flush()
+    env = dict(REDIS.env(), C1FAPP_QUOTA=f"{quota}/day")
+    relays = [Relay(mock, env), Relay(mock, env)]
+    try:
+        tokens = [token({"key": "bench-quota-key"})]
+        headers = {"Authorization": f"Bearer {tokens[0]}", "Content-Type": "application/json"}
+        body = json.dumps([{"type": "ip", "value": "192.0.2.1"}])
+        results = [None, None]
+
+        def drive(n):
+            results[n] = wrk(relays[n].port, "/observe/observables", "POST", body, headers,
+                             seconds, 0.0, 1, tokens, connections=CONNECTIONS // 2)
+
+        threads = [threading.Thread(target=drive, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        calls = sum(upstream_calls(relay.port) for relay in relays)
+        requests = sum(result["requests"] for result in results)
+        return calls, requests
+    finally:
+        for relay in relays:
+            relay.stop()
 
 
 def cold_starts(mock, runs=7):
@@ -410,12 +488,18 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", action="append", help="run only the named scenario(s)")
     parser.add_argument("--no-soak", action="store_true")
+    parser.add_argument("--no-quota", action="store_true",
+                        help="skip the quota under load (two replicas, Redis)")
     args = parser.parse_args()
 
+    global REDIS
     scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
     mocks = {latency: Mock(latency) for latency in {s.latency_ms for s in scenarios} | {0}}
     rows, results = [], {}
+    quota = None
     try:
+        if any(s.redis for s in scenarios) or not args.no_quota:
+            REDIS = Redis()
         for scenario in scenarios:
             print(f"==> {scenario.name}", file=sys.stderr, flush=True)
             result, stats = run_scenario(scenario, mocks)
@@ -431,6 +515,10 @@ def main():
                 f"{stats['calls_per_1000']:,.0f}" if stats else "–",
                 str(result["socket_errors"] + result["non2xx"]),
             ])
+        if not args.no_quota:
+            print("==> quota under load: two relays, one Redis, one credential", file=sys.stderr,
+                  flush=True)
+            quota = (3000, *quota_under_load(mocks[0], 3000))
         starts = cold_starts(mocks[0]) if not args.only else []
         soak_result = None
         if not args.no_soak and not args.only:
@@ -439,6 +527,8 @@ def main():
     finally:
         for mock in mocks.values():
             mock.stop()
+        if REDIS:
+            REDIS.stop()
 
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                          capture_output=True, text=True).stdout.strip()
@@ -451,6 +541,11 @@ def main():
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if quota:
+        limit, calls, requests = quota
+        lines += ["", f"quota under load: two relays sharing one Redis, {CONNECTIONS} connections "
+                      f"over both, one credential with a quota of {limit:,}: {requests:,} requests, "
+                      f"{int(calls):,} upstream calls"]
     if starts:
         lines += ["", f"cold start to first answered request: median {statistics.median(starts):.1f} ms, "
                       f"max {max(starts):.1f} ms over {len(starts)} starts"]
@@ -489,6 +584,25 @@ def main():
         p99 = relayed["p99_us"] / max(anchor["p99_us"], 1)
         check("1 observable @ 0 ms, p99 at most 2x the nginx proxy's", p99 <= 2.0,
               f"{relayed['p99_us'] / 1000:.2f} ms vs {anchor['p99_us'] / 1000:.2f} ms ({p99:.2f}x)")
+    for name in ("1 observable, 0 ms, Redis", "1 observable, 0 ms, Redis and a quota",
+                 "1 observable, 0 ms, Redis, quota and cache"):
+        if name in results and "1 observable, 0 ms" in results:
+            shared, _ = results[name]
+            alone, _ = results["1 observable, 0 ms"]
+            ratio = (shared["requests"] / shared["duration_us"]) / (alone["requests"] / alone["duration_us"])
+            _, stats = results[name]
+            _, alone_stats = results["1 observable, 0 ms"]
+            check(f"{name}: at least 0.9x the requests/s without Redis", ratio >= 0.9,
+                  f"{ratio:.2f}x; CPU per request: relay {stats['cpu_per_1000']:.3f} ms "
+                  f"(without Redis {alone_stats['cpu_per_1000']:.3f}), redis-server "
+                  f"{stats['redis_cpu_per_1000']:.3f} ms, on the same cores")
+            extra = (shared["p99_us"] - alone["p99_us"]) / 1000
+            check(f"{name}: p99 at most 1 ms above without Redis", extra <= 1.0,
+                  f"{shared['p99_us'] / 1000:.2f} ms vs {alone['p99_us'] / 1000:.2f} ms ({extra:+.2f} ms)")
+    if quota:
+        limit, calls, _ = quota
+        check("quota under load over two replicas: upstream calls equal the quota", calls == limit,
+              f"{int(calls):,} calls for a quota of {limit:,}")
     if "1 observable, 50 ms, 10% repeated" in results:
         _, stats = results["1 observable, 50 ms, 10% repeated"]
         check("10% repeated lookups: fewer upstream calls than requests",

@@ -23,6 +23,11 @@ if ! command -v nginx >/dev/null; then
   # Debian starts it on port 80; the benchmark runs its own.
   nginx -s stop 2>/dev/null || true
 fi
+if ! command -v redis-server >/dev/null; then
+  echo "==> installing redis-server (the scenarios with REDIS_URL)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 
 echo "==> building (release)"

@@ -17,6 +17,12 @@ use crate::domain::{Bucket, ProviderName, Quota, Secret};
 use crate::metrics::Metrics;
 use crate::store::{self, Counted, Store};
 
+/// How often a replica asks Redis whether another one was told to wait (a
+/// 429) for a credential and origin: a 429 learned elsewhere holds this
+/// replica within this long, and the hot path makes no Redis call for it in
+/// between.
+const RATE_LIMIT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Local buckets kept at most; expired ones go first, then (a flood of
 /// credentials) all of them: counting starts over rather than growing.
 const MAX_LOCAL_BUCKETS: usize = 100_000;
@@ -50,6 +56,9 @@ pub struct Quotas {
     hash_key: Vec<u8>,
     /// `key → (count, end of its window, when its limit was reached)`.
     local: Mutex<HashMap<String, LocalBucket>>,
+    /// When each credential and origin's shared rate limit was last asked of
+    /// Redis: at most once every [`RATE_LIMIT_CHECK_EVERY`].
+    rate_checked: Mutex<HashMap<String, std::time::Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -145,16 +154,18 @@ impl<'a> FleetUse<'a> {
         Ok(usable(&body).then_some(body))
     }
 
-    /// Keeps an answer in the fleet's cache for `ttl` — unless it holds the
-    /// credential itself (an upstream that echoes the key): no secret is
-    /// written to Redis.
+    /// Keeps an answer in the fleet's cache for `ttl` (written in the
+    /// background) — unless it holds the credential itself (an upstream that
+    /// echoes the key): no secret is written to Redis.
     pub async fn keep(&self, provider: ProviderName, asked: &str, body: &[u8], ttl: Duration) {
         let secret = self.secret.expose().as_bytes();
         if !secret.is_empty() && body.windows(secret.len()).any(|window| window == secret) {
             return;
         }
         if let Some((store, key)) = self.cache_key(provider, asked) {
-            store.set_bytes(&key, body, ttl).await;
+            // Off the request's path: the answer is not held up by Redis.
+            let (store, body) = (store.clone(), body.to_vec());
+            tokio::spawn(async move { store.set_bytes(&key, &body, ttl).await });
         }
     }
 
@@ -162,6 +173,24 @@ impl<'a> FleetUse<'a> {
     /// host (a 429), if Redis says so.
     pub async fn shared_wait(&self, provider: ProviderName, host: &str) -> Option<Duration> {
         let (store, key) = self.rate_limit_key(provider, host)?;
+        {
+            let now = std::time::Instant::now();
+            let mut checked = self
+                .quotas
+                .rate_checked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if checked
+                .get(&key)
+                .is_some_and(|at| now.duration_since(*at) < RATE_LIMIT_CHECK_EVERY)
+            {
+                return None;
+            }
+            if checked.len() >= MAX_LOCAL_BUCKETS {
+                checked.retain(|_, at| now.duration_since(*at) < RATE_LIMIT_CHECK_EVERY);
+            }
+            checked.insert(key.clone(), now);
+        }
         store.wait_left(&key).await.filter(|wait| !wait.is_zero())
     }
 
@@ -187,6 +216,7 @@ impl Quotas {
             refuse_without_redis: settings.refuse_without_redis,
             hash_key,
             local: Mutex::new(HashMap::new()),
+            rate_checked: Mutex::new(HashMap::new()),
             metrics,
         }
     }

@@ -2,10 +2,11 @@
 //! and counted by one Lua script so that replicas never make more calls than
 //! a quota, not even one.
 //!
-//! The connection is driven by a thread of its own (one per process, a
-//! multiplexed connection that reconnects by itself), so every runtime of the
-//! process uses it. Each call is bounded by `REDIS_TIMEOUT_MS`; a call that
-//! fails or times out answers `None`, and the caller falls back to its own
+//! Each thread (an HTTP worker's runtime, the bus loop) opens its own
+//! multiplexed connection on first use, driven by its own runtime and
+//! reconnecting by itself: a call never hops to another thread. Each call is
+//! bounded by `REDIS_TIMEOUT_MS`; a call that fails or times out answers
+//! `None`, and the caller falls back to its own
 //! memory. The first failure of an outage is logged (WARN) and the first
 //! success after it (INFO); `ctr_relay_redis_up` tells which.
 //!
@@ -64,8 +65,19 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+thread_local! {
+    /// This thread's connection to each store (by [`Inner::id`]).
+    static CONNECTIONS: std::cell::RefCell<std::collections::HashMap<usize, ConnectionManager>> =
+        std::cell::RefCell::default();
+}
+
+/// Tells stores apart in [`CONNECTIONS`].
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 struct Inner {
-    connection: ConnectionManager,
+    id: usize,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     timeout: Duration,
     prefix: String,
     hash_key: Vec<u8>,
@@ -92,8 +104,8 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// The store of `settings`: its connection made lazily, on a thread of
-    /// its own. Fails only when the URL cannot be used at all.
+    /// The store of `settings`: connections are made lazily, one per
+    /// thread that uses it. Fails only when the URL cannot be used at all.
     pub fn start(settings: &RedisSettings, metrics: Arc<Metrics>) -> Result<Store, String> {
         let client = redis::Client::open(settings.url.expose())
             .map_err(|_| "REDIS_URL: not a usable Redis URL".to_owned())?;
@@ -102,36 +114,12 @@ impl Store {
             .set_response_timeout(Some(settings.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("redis".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = sender.send(Err(error.to_string()));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let made = ConnectionManager::new_lazy_with_config(client, config)
-                        .map_err(|error| error.to_string());
-                    let _ = sender.send(made);
-                    // The connection's tasks run here for the process's life.
-                    std::future::pending::<()>().await;
-                });
-            })
-            .map_err(|error| format!("cannot start the Redis thread: {error}"))?;
-        let connection = receiver
-            .recv()
-            .map_err(|_| "the Redis thread ended".to_owned())??;
         metrics.redis_up(true);
         Ok(Store {
             inner: Arc::new(Inner {
-                connection,
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                client,
+                config,
                 timeout: settings.timeout,
                 prefix: settings.prefix.clone(),
                 hash_key: settings.hash_key.expose().as_bytes().to_vec(),
@@ -141,6 +129,23 @@ impl Store {
                 started: Instant::now(),
                 metrics,
             }),
+        })
+    }
+
+    /// This thread's connection, made on first use (driven by the runtime
+    /// of the thread). `None` outside a runtime.
+    fn connection(&self) -> Option<ConnectionManager> {
+        let inner = &self.inner;
+        CONNECTIONS.with(|connections| {
+            let mut connections = connections.borrow_mut();
+            if let Some(connection) = connections.get(&inner.id) {
+                return Some(connection.clone());
+            }
+            let connection =
+                ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone())
+                    .ok()?;
+            connections.insert(inner.id, connection.clone());
+            Some(connection)
         })
     }
 
@@ -182,7 +187,7 @@ impl Store {
             invocation.arg(*at);
         }
         invocation.arg(now);
-        let mut connection = self.inner.connection.clone();
+        let mut connection = self.connection()?;
         let answer: Option<Vec<i64>> = self
             .bounded("quota", invocation.invoke_async(&mut connection))
             .await;
@@ -207,7 +212,7 @@ impl Store {
         if keys.is_empty() {
             return Some(Vec::new());
         }
-        let mut connection = self.inner.connection.clone();
+        let mut connection = self.connection()?;
         let mut command = redis::cmd("MGET");
         for key in keys {
             command.arg(key);
@@ -221,7 +226,7 @@ impl Store {
     /// How long `key` still lives (0 when it does not). `None`: Redis did
     /// not answer.
     pub async fn wait_left(&self, key: &str) -> Option<Duration> {
-        let mut connection = self.inner.connection.clone();
+        let mut connection = self.connection()?;
         let left: Option<i64> = self
             .bounded(
                 "rate_limit",
@@ -234,7 +239,9 @@ impl Store {
     /// Sets `key` for `wait` (a mark, no value).
     pub async fn hold(&self, key: &str, wait: Duration) {
         let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut connection = self.inner.connection.clone();
+        let Some(mut connection) = self.connection() else {
+            return;
+        };
         let _: Option<()> = self
             .bounded(
                 "rate_limit",
@@ -250,7 +257,7 @@ impl Store {
 
     /// The bytes at `key`, if any. `None`: Redis did not answer.
     pub async fn get_bytes(&self, key: &str) -> Option<Option<Vec<u8>>> {
-        let mut connection = self.inner.connection.clone();
+        let mut connection = self.connection()?;
         self.bounded(
             "cache",
             redis::cmd("GET").arg(key).query_async(&mut connection),
@@ -261,7 +268,9 @@ impl Store {
     /// Keeps `value` at `key` for `ttl`.
     pub async fn set_bytes(&self, key: &str, value: &[u8], ttl: Duration) {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut connection = self.inner.connection.clone();
+        let Some(mut connection) = self.connection() else {
+            return;
+        };
         let _: Option<()> = self
             .bounded(
                 "cache",

@@ -226,6 +226,8 @@ async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
     let cacher = hs256_token(&json!({"key": "a-tenant-key-for-the-cache"}), SECRET_KEY);
     let before = calls.load(Ordering::SeqCst);
     let fetched = observe(&a, &cacher, "192.0.2.60").await;
+    // The answer is written to Redis in the background, off the request.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let shared = observe(&b, &cacher, "192.0.2.60").await;
     let cache_calls = calls.load(Ordering::SeqCst) - before;
     println!(

@@ -563,3 +563,38 @@ async fn a_refused_heartbeat_gives_the_old_topic_up_before_subscribing_again() {
     relay.shut_down().await;
     bus.stop();
 }
+
+#[tokio::test]
+async fn a_quota_holds_in_threat_bus_mode_too() {
+    let c1fapp = MockServer::start().await;
+    c1fapp_finds(&c1fapp, "evil.example", json!([c1fapp_record(json!({}))])).await;
+    // Past the quota: never asked (the mock fails the test on a call).
+    Mock::given(method("POST"))
+        .and(path(C1FAPP_PATH))
+        .and(body_partial_json(json!({"request": "later.example"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(0)
+        .mount(&c1fapp)
+        .await;
+    let mut bus = FakeBus::start(None, "qrstuvwxyzabcdefghijklmnopqrstuv").await;
+    let relay = start_relay_with(&bus.manage(), &c1fapp, |settings| {
+        if let Some(c1fapp) = &mut settings.credentials.c1fapp {
+            c1fapp.quota = Some(ctr_relay::domain::Quota::parse("1/day").unwrap());
+        }
+    })
+    .await;
+    bus.request("subscribe").await;
+    bus.sighting_for(&indicator(FIRST, "[domain-name:value = 'evil.example']"))
+        .await;
+    let topic = bus.topic.clone();
+    let later = indicator(SECOND, "[domain-name:value = 'later.example']");
+    tokio::time::timeout(WAIT, async {
+        while relay.counts.errors.load(Ordering::Relaxed) == 0 {
+            bus.send_raw(format!("{topic}indicator {later}")).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the lookup past the quota is counted as an error");
+    relay.shut_down().await;
+}
