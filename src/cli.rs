@@ -74,6 +74,7 @@ Environment (see the README's Configuration section):
   REDIS_URL, REDIS_HASH_KEY       the Redis the fleet shares quotas through (none)
   REDIS_TIMEOUT_MS                bound on each Redis call (50)
   REDIS_KEY_PREFIX                prefix of every Redis key (ctr-relay:)
+  REDIS_TLS_CA_FILE               CA certificates (PEM) to trust for rediss:// (none)
   QUOTA_WITHOUT_REDIS             local or refuse, while Redis does not answer (local)
   MAX_HELD_BYTES, MAX_HELD_BYTES_PER_TENANT
                                   what all requests, and one tenant's, may hold together

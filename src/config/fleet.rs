@@ -1,7 +1,7 @@
 //! What replicas share: upstream quotas (`C1FAPP_QUOTA`, `CYBERSCAN_QUOTA`)
 //! and the Redis that counts them for the whole fleet (`REDIS_URL`,
 //! `REDIS_HASH_KEY`, `REDIS_TIMEOUT_MS`, `REDIS_KEY_PREFIX`,
-//! `QUOTA_WITHOUT_REDIS`).
+//! `REDIS_TLS_CA_FILE`, `QUOTA_WITHOUT_REDIS`).
 
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Every key the relay writes starts with this.
     pub prefix: String,
+    /// For `rediss://`: PEM certificates of the CAs to trust (else the
+    /// system's store, which the static image does not have).
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -56,6 +59,7 @@ pub(super) struct RawFleet {
     pub redis_hash_key: Option<String>,
     pub redis_timeout_ms: Option<String>,
     pub redis_key_prefix: Option<String>,
+    pub redis_tls_ca_file: Option<String>,
     pub quota_without_redis: Option<String>,
 }
 
@@ -118,7 +122,23 @@ pub(super) fn parse(raw: RawFleet) -> Result<FleetSettings, ConfigError> {
                     "is longer than 64 bytes or holds a space",
                 ));
             }
+            let tls_ca_pem = match present("REDIS_TLS_CA_FILE", raw.redis_tls_ca_file)? {
+                None => None,
+                Some(path) => {
+                    let pem = std::fs::read(&path).map_err(|error| {
+                        ConfigError::new("REDIS_TLS_CA_FILE", format!("{path}: {error}"))
+                    })?;
+                    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                        return Err(ConfigError::new(
+                            "REDIS_TLS_CA_FILE",
+                            format!("{path}: no PEM certificate in it"),
+                        ));
+                    }
+                    Some(pem)
+                }
+            };
             Some(RedisSettings {
+                tls_ca_pem,
                 url: Secret::new(url),
                 hash_key: Secret::new(hash_key),
                 timeout: Duration::from_millis(timeout_ms),
@@ -163,6 +183,7 @@ mod tests {
             redis_hash_key: get("REDIS_HASH_KEY"),
             redis_timeout_ms: get("REDIS_TIMEOUT_MS"),
             redis_key_prefix: get("REDIS_KEY_PREFIX"),
+            redis_tls_ca_file: get("REDIS_TLS_CA_FILE"),
             quota_without_redis: get("QUOTA_WITHOUT_REDIS"),
         }
     }

@@ -83,6 +83,7 @@ pub const VARIABLES: &[&str] = &[
     "REDIS_HASH_KEY",
     "REDIS_TIMEOUT_MS",
     "REDIS_KEY_PREFIX",
+    "REDIS_TLS_CA_FILE",
     "QUOTA_WITHOUT_REDIS",
 ];
 
@@ -376,6 +377,7 @@ struct RawSettings {
     redis_hash_key: Option<String>,
     redis_timeout_ms: Option<String>,
     redis_key_prefix: Option<String>,
+    redis_tls_ca_file: Option<String>,
     quota_without_redis: Option<String>,
 }
 
@@ -416,6 +418,7 @@ impl Settings {
             redis_hash_key: raw.redis_hash_key.clone(),
             redis_timeout_ms: raw.redis_timeout_ms.clone(),
             redis_key_prefix: raw.redis_key_prefix.clone(),
+            redis_tls_ca_file: raw.redis_tls_ca_file.clone(),
             quota_without_redis: raw.quota_without_redis.clone(),
         })?;
         let host = match present("HOST", raw.host)? {

@@ -107,8 +107,17 @@ impl Store {
     /// The store of `settings`: connections are made lazily, one per
     /// thread that uses it. Fails only when the URL cannot be used at all.
     pub fn start(settings: &RedisSettings, metrics: Arc<Metrics>) -> Result<Store, String> {
-        let client = redis::Client::open(settings.url.expose())
-            .map_err(|_| "REDIS_URL: not a usable Redis URL".to_owned())?;
+        let client = match &settings.tls_ca_pem {
+            None => redis::Client::open(settings.url.expose()),
+            Some(pem) => redis::Client::build_with_tls(
+                settings.url.expose(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+        .map_err(|_| "REDIS_URL: not a usable Redis URL (or REDIS_TLS_CA_FILE)".to_owned())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(settings.timeout))

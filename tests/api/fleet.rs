@@ -329,3 +329,108 @@ async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
     );
     assert!(warned >= 1);
 }
+
+/// `redis-server` with TLS alone, on a free port, its certificate in `dir`.
+fn tls_redis(dir: &std::path::Path) -> (Child, u16) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let port = closed_port();
+    let cert = dir.join("cert.pem").display().to_string();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--tls-cert-file", &cert, "--tls-ca-cert-file", &cert])
+        .args(["--tls-key-file", &dir.join("key.pem").display().to_string()])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_is_used_and_an_untrusted_one_is_not() {
+    if !redis_installed() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ctr-relay-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut redis, port) = tls_redis(&dir);
+    let c1fapp = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&c1fapp)
+        .await;
+    let envs = |ca: Option<String>| {
+        let mut envs = vec![
+            ("SECRET_KEY", SECRET_KEY.to_owned()),
+            ("C1FAPP_API_URL", format!("{}{C1FAPP_PATH}", c1fapp.uri())),
+            ("C1FAPP_QUOTA", "10/day".to_owned()),
+            ("REDIS_URL", format!("rediss://127.0.0.1:{port}/0")),
+            ("REDIS_HASH_KEY", HASH_KEY.to_owned()),
+        ];
+        if let Some(ca) = ca {
+            envs.push(("REDIS_TLS_CA_FILE", ca));
+        }
+        envs
+    };
+    let token = hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY);
+    let trusting = Relay::start(&envs(Some(dir.join("cert.pem").display().to_string()))).await;
+    let untrusting = Relay::start(&envs(None)).await;
+    observe(&trusting, &token, "192.0.2.1").await;
+    observe(&untrusting, &token, "192.0.2.2").await;
+    let up = (
+        metric(&trusting, "ctr_relay_redis_up").await,
+        metric(&untrusting, "ctr_relay_redis_up").await,
+    );
+    let health: Value = test_client()
+        .post(trusting.url("/health"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "fleet: rediss:// with REDIS_TLS_CA_FILE: redis_up {:?}; without it: {:?}",
+        up.0, up.1
+    );
+    assert_eq!(
+        up,
+        (Some(1), Some(0)),
+        "the private CA is trusted only when given"
+    );
+    // The trusting relay's call and health check are counted in Redis; the
+    // other relay's call is not (it counted alone).
+    assert_eq!(
+        health["data"]["quotas"]["c1fapp_day"]["values"]["current_bucket_consumption"], 2,
+        "{health}"
+    );
+}
