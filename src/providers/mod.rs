@@ -83,6 +83,7 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(state: &ProviderState) -> Result<Self, BuildError> {
+        state.quotas.warm();
         Ok(Self {
             c1fapp: C1fApp::new(state.c1fapp.clone(), &state.tls)?,
             cyberscan: CyberScan::new(state.cyberscan.clone(), &state.tls)?,

@@ -69,6 +69,9 @@ struct LocalBucket {
     reached_at: Option<DateTime<Utc>>,
 }
 
+/// A bucket's window: from, until.
+type Window = (DateTime<Utc>, DateTime<Utc>);
+
 /// How [`Quotas::count_locally`] counts.
 #[derive(Clone, Copy)]
 enum Local<'a> {
@@ -221,6 +224,13 @@ impl Quotas {
         }
     }
 
+    /// Opens this runtime's connection to the fleet's Redis, if any.
+    pub fn warm(&self) {
+        if let Some(store) = &self.store {
+            store.warm();
+        }
+    }
+
     /// The quota of a credential of `provider`: its own (a token's claim),
     /// else the operator's; `None`: no quota.
     pub fn quota<'a>(
@@ -255,6 +265,27 @@ impl Quotas {
         }
     }
 
+    /// Each bucket's window at `now`, and its key.
+    fn buckets_at(
+        &self,
+        provider: ProviderName,
+        quota: QuotaUse<'_>,
+        now: DateTime<Utc>,
+    ) -> (Vec<Window>, Vec<String>) {
+        let buckets = quota.quota.buckets();
+        let windows: Vec<_> = buckets
+            .iter()
+            .map(|bucket| bucket.unit.window(now))
+            .collect();
+        let credential = self.credential_id(provider, quota.secret.expose());
+        let keys = buckets
+            .iter()
+            .zip(&windows)
+            .map(|(bucket, (start, _))| self.key(provider, &credential, bucket, *start))
+            .collect();
+        (windows, keys)
+    }
+
     /// Counts one call of `provider` under `quota`, or refuses it at a limit.
     pub async fn take(
         &self,
@@ -263,16 +294,7 @@ impl Quotas {
     ) -> Result<(), ProviderError> {
         let now = Utc::now();
         let buckets = quota.quota.buckets();
-        let windows: Vec<_> = buckets
-            .iter()
-            .map(|bucket| bucket.unit.window(now))
-            .collect();
-        let credential = self.credential_id(provider, quota.secret.expose());
-        let keys: Vec<String> = buckets
-            .iter()
-            .zip(&windows)
-            .map(|(bucket, (start, _))| self.key(provider, &credential, bucket, *start))
-            .collect();
+        let (windows, keys) = self.buckets_at(provider, quota, now);
         let reached = |index: usize| {
             self.metrics.quota_refusal(provider.as_str());
             let bucket = buckets[index];
@@ -322,7 +344,7 @@ impl Quotas {
     fn count_locally(
         &self,
         keys: &[String],
-        windows: &[(DateTime<Utc>, DateTime<Utc>)],
+        windows: &[Window],
         limits: &[u64],
         how: Local<'_>,
     ) -> Option<usize> {
@@ -366,16 +388,7 @@ impl Quotas {
     pub async fn status(&self, provider: ProviderName, quota: QuotaUse<'_>) -> Vec<BucketStatus> {
         let now = Utc::now();
         let buckets = quota.quota.buckets();
-        let windows: Vec<_> = buckets
-            .iter()
-            .map(|bucket| bucket.unit.window(now))
-            .collect();
-        let credential = self.credential_id(provider, quota.secret.expose());
-        let keys: Vec<String> = buckets
-            .iter()
-            .zip(&windows)
-            .map(|(bucket, (start, _))| self.key(provider, &credential, bucket, *start))
-            .collect();
+        let (windows, keys) = self.buckets_at(provider, quota, now);
         let shared = match &self.store {
             Some(store) => {
                 let mut asked = keys.clone();

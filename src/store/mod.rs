@@ -141,6 +141,21 @@ impl Store {
         })
     }
 
+    /// Opens this thread's connection now, in the background (a `PING`), so
+    /// that the first request's call does not wait for the connection and
+    /// the TLS handshake. Called where each runtime builds its clients.
+    pub fn warm(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if let Some(mut connection) = self.connection() {
+            tokio::spawn(async move {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("PING").query_async(&mut connection).await;
+            });
+        }
+    }
+
     /// This thread's connection, made on first use (driven by the runtime
     /// of the thread). `None` outside a runtime.
     fn connection(&self) -> Option<ConnectionManager> {

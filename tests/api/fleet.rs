@@ -121,6 +121,16 @@ async fn observe(relay: &Relay, token: &str, value: &str) -> Value {
     crate::helpers::assert_ctim(response.json().await.unwrap())
 }
 
+async fn health(relay: &Relay, token: &str) -> Value {
+    let response = test_client()
+        .post(relay.url("/health"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_ctim(response.json().await.unwrap())
+}
+
 async fn metric(relay: &Relay, series: &str) -> Option<u64> {
     let text = test_client()
         .get(relay.url("/metrics"))
@@ -201,15 +211,7 @@ async fn two_relays_share_one_quota_through_redis_and_answer_without_it() {
 
     // /health on either: the shared consumption, the limit reached, no call.
     for relay in [&a, &b] {
-        let health: Value = test_client()
-            .post(relay.url("/health"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = health(relay, &token).await;
         let values = &health["data"]["quotas"]["c1fapp_day"]["values"];
         assert_eq!(values["current_bucket_consumption"], QUOTA, "{health}");
         assert_eq!(values["current_bucket_limit_reached"], true);
@@ -406,15 +408,7 @@ async fn rediss_with_a_private_ca_is_used_and_an_untrusted_one_is_not() {
         metric(&trusting, "ctr_relay_redis_up").await,
         metric(&untrusting, "ctr_relay_redis_up").await,
     );
-    let health: Value = test_client()
-        .post(trusting.url("/health"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health(&trusting, &token).await;
     let _ = redis.kill();
     let _ = redis.wait();
     let _ = std::fs::remove_dir_all(&dir);
