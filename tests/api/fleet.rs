@@ -20,6 +20,17 @@ use crate::relay_process::Relay;
 const HASH_KEY: &str = "fleet-test-hash-key-0123456789abcdef";
 const QUOTA: usize = 50;
 
+/// `redis-server` on loopback with `args`, keeping nothing on disk.
+fn redis_server(args: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's package redis-server) is installed")
+}
+
 struct Redis {
     child: Child,
     port: u16,
@@ -27,21 +38,7 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's package redis-server) is installed");
+        let child = redis_server(&["--port", &port.to_string()]);
         let redis = Redis { child, port };
         for _ in 0..100 {
             if redis.cli(&["PING"]).trim() == "PONG" {
@@ -341,29 +338,21 @@ fn tls_redis(dir: &std::path::Path) -> (Child, u16) {
     std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
     let port = closed_port();
     let cert = dir.join("cert.pem").display().to_string();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args(["--tls-cert-file", &cert, "--tls-ca-cert-file", &cert])
-        .args(["--tls-key-file", &dir.join("key.pem").display().to_string()])
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let key = dir.join("key.pem").display().to_string();
+    let child = redis_server(&[
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-ca-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-auth-clients",
+        "no",
+    ]);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
