@@ -50,9 +50,9 @@ pub enum Command {
     Backbone(BackboneArgs),
 }
 
-/// `serve --help`: the variables it reads (README, *Configuration*, says more).
+/// `serve --help`: the variables it reads (docs/configuration.md says more).
 pub const SERVE_ENVIRONMENT: &str = "\
-Environment (see the README's Configuration section):
+Environment (docs/configuration.md says more):
   PORT, HOST                      where to listen (9090, 0.0.0.0)
   SECRET_KEY                      HS256 key; unset: HS256 tokens are refused
   JWKS_HOSTS, RELAY_AUDIENCE      RS256 tokens: allowed jwks_host values (none: refused), expected aud

@@ -393,11 +393,11 @@ fn status_text(status: u16) -> &'static str {
 mod tests {
     use super::*;
 
-    /// The README's metrics table and the registry name the same metrics.
+    /// The metrics table of docs/operations.md and the registry name the same metrics.
     #[test]
-    fn the_readme_lists_every_metric_and_no_other() {
+    fn the_operations_page_lists_every_metric_and_no_other() {
         use std::collections::BTreeSet;
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/operations.md");
         let listed: BTreeSet<String> = readme
             .lines()
             .filter_map(|line| line.strip_prefix("| `ctr_relay_"))
