@@ -4,6 +4,12 @@
 //! signal with its data, refuse new connections, and exit 0 within its grace
 //! period. Several rounds, each with a new relay.
 //!
+//! With `--delay N` (the relay's `SHUTDOWN_DELAY_SECONDS`) it plays the load
+//! balancer too, as Kubernetes' readiness probe and endpoints do: it asks
+//! `/readyz` every 250 ms and, once that answers 503, sends no new request.
+//! Then not one connection may be refused and not one request fail, and the
+//! listener must still be open 300 ms after the signal.
+//!
 //! The upstream is served here (C1fApp's shape) and records every value it is
 //! asked about: a request the relay accepted is one whose lookup reached the
 //! upstream. Each request asks about a value of its own, so every answer can be
@@ -58,6 +64,9 @@ struct Args {
     /// Rounds, each with a new relay.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// The relay's SHUTDOWN_DELAY_SECONDS; above 0, the load follows /readyz.
+    #[arg(long, default_value_t = 0)]
+    delay: u64,
 }
 
 /// Values asked about on slow connections start with this.
@@ -192,6 +201,12 @@ async fn main() {
         FAST_MS.start(),
         FAST_MS.end()
     );
+    if args.delay > 0 {
+        println!(
+            "SHUTDOWN_DELAY_SECONDS={}: the load follows /readyz, as a Service's endpoints do",
+            args.delay
+        );
+    }
     let mut failed = false;
     for round in 1..=args.rounds {
         println!("\nround {round}");
@@ -225,6 +240,7 @@ async fn round_of(args: &Args, upstream: &Upstream, upstream_port: u16) -> Resul
         )
         .env("WORKERS", args.workers.to_string())
         .env("SHUTDOWN_GRACE_SECONDS", args.grace.to_string())
+        .env("SHUTDOWN_DELAY_SECONDS", args.delay.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -306,6 +322,28 @@ async fn round_of(args: &Args, upstream: &Upstream, upstream_port: u16) -> Resul
         }));
     }
 
+    // The balancer: out of rotation once /readyz says so (with a delay).
+    let out_of_rotation = Arc::new(Mutex::new(None::<Instant>));
+    let balancer = (args.delay > 0).then(|| {
+        let (stop, out, tls) = (stop.clone(), out_of_rotation.clone(), tls.clone());
+        let readyz = format!("http://127.0.0.1:{port}/readyz");
+        actix_web::rt::spawn(async move {
+            let Ok(http) = tls.client_builder(Duration::from_secs(1)).build() else {
+                return;
+            };
+            loop {
+                actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+                let ready = matches!(http.get(&readyz).send().await, Ok(r) if r.status() == 200);
+                if !ready {
+                    *out.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        })
+    });
+
     actix_web::rt::time::sleep(Duration::from_secs(args.before)).await;
     let signalled = Instant::now();
     let killed = Command::new("kill")
@@ -319,8 +357,9 @@ async fn round_of(args: &Args, upstream: &Upstream, upstream_port: u16) -> Resul
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     let refused = TcpStream::connect(("127.0.0.1", port)).is_err();
 
-    // The relay must exit by itself, within its grace period.
-    let deadline = Duration::from_secs(args.grace + 5);
+    // The relay must exit by itself, within its delay and grace period.
+    let allowed = Duration::from_secs(args.delay + args.grace);
+    let deadline = allowed + Duration::from_secs(5);
     let exit = loop {
         match relay.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -335,6 +374,13 @@ async fn round_of(args: &Args, upstream: &Upstream, upstream_port: u16) -> Resul
         let _ = relay.kill();
     }
     stop.store(true, Ordering::Relaxed);
+    if let Some(balancer) = balancer {
+        let _ = balancer.await;
+    }
+    let left_rotation = out_of_rotation
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .map(|at| at.saturating_duration_since(signalled));
     let mut sent = Vec::new();
     for client in clients {
         sent.extend(client.await.unwrap_or_default());
@@ -376,9 +422,16 @@ async fn round_of(args: &Args, upstream: &Upstream, upstream_port: u16) -> Resul
     println!("    of which sent before SIGTERM:     {unanswered_before_signal}");
     println!("  accepted but not answered (lost):   {}", lost.len());
     println!(
-        "  new connection after SIGTERM:       {}",
+        "  new connection 300 ms after SIGTERM: {}",
         if refused { "refused" } else { "accepted" }
     );
+    if let Some(after) = left_rotation {
+        println!(
+            "  out of rotation (/readyz 503) after: {:.2} s (delay {} s)",
+            after.as_secs_f64(),
+            args.delay
+        );
+    }
     match exit {
         Some(status) => println!(
             "  relay exit:                         {} after {:.2} s (grace {} s)",
@@ -414,15 +467,37 @@ async fn round_of(args: &Args, upstream: &Upstream, upstream_port: u16) -> Resul
             first.fate.detail()
         ));
     }
-    if !refused {
+    if args.delay == 0 && !refused {
         problems.push("a new connection was accepted after SIGTERM".to_owned());
     }
+    if args.delay > 0 {
+        if refused {
+            problems.push("a new connection was refused during the delay".to_owned());
+        }
+        if let Some(first) = unanswered.first() {
+            problems.push(format!(
+                "{} requests were refused or cut off with the delay on; first {}: {}",
+                unanswered.len(),
+                first.value,
+                first.fate.detail()
+            ));
+        }
+        match left_rotation {
+            Some(after) if after < Duration::from_secs(args.delay) => {}
+            Some(after) => problems.push(format!(
+                "/readyz turned 503 only after {:.2} s, not within the {} s delay",
+                after.as_secs_f64(),
+                args.delay
+            )),
+            None => problems.push("/readyz never turned 503".to_owned()),
+        }
+    }
     match exit {
-        Some(status)
-            if status.code() == Some(0) && exited_after <= Duration::from_secs(args.grace) => {}
+        Some(status) if status.code() == Some(0) && exited_after <= allowed => {}
         Some(status) => problems.push(format!(
-            "the relay exited with {status} after {:.2} s (grace {} s)",
+            "the relay exited with {status} after {:.2} s (delay {} s, grace {} s)",
             exited_after.as_secs_f64(),
+            args.delay,
             args.grace
         )),
         None => problems.push("the relay did not exit".to_owned()),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/kubernetes.yaml against the Kubernetes schemas, strictly (unknown
-# fields refused), for the oldest version it needs (1.30: the preStop sleep
-# action) and for kubernetes-validate's newest; its image tags are the
+# fields refused), for 1.30 and for kubernetes-validate's newest; the
+# relay's readiness probe asks /readyz and its liveness probe /watchdog,
+# with SHUTDOWN_DELAY_SECONDS set; its image tags are the
 # version the README builds; the README points at the file rather than
 # carrying a copy. kubernetes-validate comes from PyPI, into a venv.
 set -euo pipefail
@@ -23,6 +24,16 @@ for version in 1.30.0 ""; do
 done
 kinds=$(grep -E '^kind:' "$manifest" | awk '{print $2}' | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}')
 log "ok: $manifest validates strictly against Kubernetes 1.30 and the newest schemas (${kinds%, })"
+
+# The relay's container (the first): readiness on /readyz, liveness on
+# /watchdog, and a delay before the listener closes.
+relay_spec=$(awk '/^kind: Deployment/{n++} n==1' "$manifest")
+probe_path() { printf '%s\n' "$relay_spec" | grep -A3 "$1:" | sed -n 's/^ *path: *//p' | head -1; }
+[ "$(probe_path readinessProbe)" = /readyz ] || fail "the relay's readiness probe does not ask /readyz"
+[ "$(probe_path livenessProbe)" = /watchdog ] || fail "the relay's liveness probe does not ask /watchdog"
+printf '%s\n' "$relay_spec" | grep -q 'name: SHUTDOWN_DELAY_SECONDS' \
+  || fail "the relay's Deployment does not set SHUTDOWN_DELAY_SECONDS"
+log "ok: readiness asks /readyz, liveness /watchdog, SHUTDOWN_DELAY_SECONDS is set"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 tags=$(sed -n 's/^ *image: *//p' "$manifest" | sort -u)

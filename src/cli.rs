@@ -82,6 +82,7 @@ Environment (docs/configuration.md says more):
   RESULT_CACHE_TTL_SECONDS, RESULT_CACHE_MAX_ENTRIES, RESULT_CACHE_MAX_BYTES
                                   the result cache (off unless a TTL is set)
   WORKERS, SHUTDOWN_GRACE_SECONDS worker threads (one per CPU), grace at SIGTERM (30)
+  SHUTDOWN_DELAY_SECONDS          after SIGTERM: /readyz 503, listener still open (0)
   METRICS_PORT                    serve /metrics on this port instead of PORT
   RUST_LOG, LOG_FORMAT            log filter (info), json or text (json)";
 

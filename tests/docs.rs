@@ -2,6 +2,8 @@
 //! docs/ leads to a file (and a heading) that exists, the README stays short,
 //! and the configuration table names exactly the variables the relay reads.
 
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -60,6 +60,7 @@ pub const VARIABLES: &[&str] = &[
     "MAX_UPSTREAM_RESPONSE_BYTES",
     "CYBERSCAN_ALLOW_PRIVATE_HOSTS",
     "SHUTDOWN_GRACE_SECONDS",
+    "SHUTDOWN_DELAY_SECONDS",
     "WORKERS",
     "RESULT_CACHE_TTL_SECONDS",
     "RESULT_CACHE_MAX_ENTRIES",
@@ -226,6 +227,10 @@ pub struct Settings {
     pub log: LogSettings,
     /// How long requests in flight may run on after SIGTERM / SIGINT.
     pub shutdown_grace: Duration,
+    /// After SIGTERM / SIGINT, how long the listener stays open (and
+    /// requests are served as before) while `/readyz` answers 503, so that
+    /// load balancers stop sending new connections before any is refused.
+    pub shutdown_delay: Duration,
     /// HTTP worker threads; `None`: one per CPU.
     pub workers: Option<usize>,
     /// When set, `/metrics` is served on this port (on `host`) and no longer
@@ -282,6 +287,7 @@ impl Default for Settings {
                 format: LogFormat::Auto,
             },
             shutdown_grace: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             workers: None,
             metrics_port: None,
         }
@@ -355,6 +361,7 @@ struct RawSettings {
     cyberscan_allow_private_hosts: Option<String>,
     cyberscan_use_proxy: Option<String>,
     shutdown_grace_seconds: Option<String>,
+    shutdown_delay_seconds: Option<String>,
     workers: Option<String>,
     result_cache_ttl_seconds: Option<String>,
     result_cache_max_entries: Option<String>,
@@ -574,6 +581,12 @@ impl Settings {
             defaults.shutdown_grace.as_secs() as usize,
             0..=3600,
         )? as u64);
+        let shutdown_delay = Duration::from_secs(whole(
+            "SHUTDOWN_DELAY_SECONDS",
+            raw.shutdown_delay_seconds,
+            0,
+            0..=3600,
+        )? as u64);
         let filter = match present("RUST_LOG", raw.rust_log)? {
             Some(text) => {
                 tracing_subscriber::EnvFilter::try_new(&text)
@@ -639,6 +652,7 @@ impl Settings {
             limits,
             log: LogSettings { filter, format },
             shutdown_grace,
+            shutdown_delay,
             workers: match present("WORKERS", raw.workers)? {
                 Some(text) => Some(whole("WORKERS", Some(text), 1, 1..=MAX_WORKERS)?),
                 None => None,

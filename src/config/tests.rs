@@ -39,6 +39,7 @@ fn nothing_set_gives_the_documented_defaults() {
     assert!(!settings.upstream.allow_private_hosts);
     assert!(!settings.upstream.cyberscan_use_proxy);
     assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(settings.shutdown_delay, Duration::ZERO);
     assert_eq!(settings.workers, None);
     assert_eq!(
         settings.upstream.cache.ttl, None,
@@ -101,6 +102,7 @@ fn every_variable_is_read() {
         ("MAX_UPSTREAM_RESPONSE_BYTES", "4096"),
         ("CYBERSCAN_ALLOW_PRIVATE_HOSTS", "true"),
         ("SHUTDOWN_GRACE_SECONDS", "5"),
+        ("SHUTDOWN_DELAY_SECONDS", "7"),
         ("WORKERS", "3"),
         ("RESULT_CACHE_TTL_SECONDS", "30"),
         ("RESULT_CACHE_MAX_ENTRIES", "500"),
@@ -139,6 +141,7 @@ fn every_variable_is_read() {
     assert_eq!(settings.upstream.max_response_bytes, 4096);
     assert!(settings.upstream.allow_private_hosts);
     assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(settings.shutdown_delay, Duration::from_secs(7));
     assert_eq!(settings.workers, Some(3));
     assert_eq!(settings.upstream.max_in_flight, 64);
     assert!(settings.upstream.cyberscan_use_proxy);
@@ -278,6 +281,7 @@ const NUMERIC: &[&str] = &[
     "LOOKUP_CONCURRENCY",
     "MAX_UPSTREAM_RESPONSE_BYTES",
     "SHUTDOWN_GRACE_SECONDS",
+    "SHUTDOWN_DELAY_SECONDS",
     "WORKERS",
     "RESULT_CACHE_TTL_SECONDS",
     "RESULT_CACHE_MAX_ENTRIES",

@@ -20,6 +20,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
@@ -40,6 +41,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method not allowed",
             ErrorCode::PayloadTooLarge => "payload too large",
             ErrorCode::UnsupportedMediaType => "unsupported media type",
+            ErrorCode::ServiceUnavailable => "service unavailable",
         }
     }
 }

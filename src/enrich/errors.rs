@@ -22,6 +22,9 @@ pub enum RequestError {
     InvalidPayload(String),
     #[error("watchdog request without a Health-Check header")]
     HealthCheckFailed,
+    /// `/readyz` after SIGTERM: the relay still serves, but is stopping.
+    #[error("shutting down")]
+    ShuttingDown,
     #[error("no such route")]
     NotFound,
     #[error("method not allowed")]
@@ -58,6 +61,10 @@ impl RequestError {
             RequestError::HealthCheckFailed => {
                 CtimError::new(ErrorCode::HealthCheckFailed, "Invalid Health Check")
             }
+            RequestError::ShuttingDown => CtimError::new(
+                ErrorCode::ServiceUnavailable,
+                "The relay is shutting down: send new requests to another replica",
+            ),
             RequestError::NotFound => CtimError::new(ErrorCode::NotFound, "Not Found"),
             RequestError::MethodNotAllowed => {
                 CtimError::new(ErrorCode::MethodNotAllowed, "Method Not Allowed")

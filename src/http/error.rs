@@ -17,6 +17,7 @@ impl ResponseError for RequestError {
             RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::OK,
         }
@@ -59,6 +60,10 @@ mod tests {
         assert_eq!(
             RequestError::Auth(AuthError::Expired).status_code(),
             StatusCode::OK
+        );
+        assert_eq!(
+            RequestError::ShuttingDown.status_code(),
+            StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
             RequestError::HealthCheckFailed.status_code(),

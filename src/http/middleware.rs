@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::ConnectionType;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, web};
@@ -63,6 +64,14 @@ pub async fn log_request(
     let elapsed = pending.started.elapsed();
     if let Some(state) = &pending.state {
         state.metrics.request(&pending.route, status, elapsed);
+        if state.is_draining() {
+            // A kept-alive connection would outlive the listener: the
+            // caller's next request opens one to a replica that stays.
+            response
+                .response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
     }
     let latency_ms = crate::telemetry::millis(elapsed);
     if let Ok(value) = HeaderValue::from_str(&request_id) {

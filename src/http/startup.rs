@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -38,6 +40,10 @@ pub struct Application {
     server: Server,
     /// The `/metrics` server of `METRICS_PORT`, when set.
     metrics_server: Option<actix_web::dev::ServerHandle>,
+    /// Set at the signal: `/readyz` answers 503 from then on.
+    draining: Arc<AtomicBool>,
+    /// How long the listener stays open after the signal.
+    shutdown_delay: Duration,
 }
 
 impl Application {
@@ -53,13 +59,18 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         log_token_policy(&settings);
-        let (shutdown_grace, workers) = (settings.shutdown_grace, settings.workers);
+        let (shutdown_grace, shutdown_delay, workers) = (
+            settings.shutdown_grace,
+            settings.shutdown_delay,
+            settings.workers,
+        );
         let metrics = Arc::new(Metrics::new()?);
         let metrics_on_api_port = settings.metrics_port.is_none();
         let metrics_server =
             crate::ops::start(settings.host, settings.metrics_port, metrics.clone())
                 .map_err(StartupError::MetricsPort)?;
         let state = web::Data::new(AppState::new(settings, metrics)?);
+        let draining = state.draining_flag();
         // One worker's clients, built and dropped now: what cannot be built
         // stops the relay at start-up rather than in a worker.
         Worker::new(&state)?;
@@ -94,6 +105,8 @@ impl Application {
             port,
             server,
             metrics_server,
+            draining,
+            shutdown_delay,
         })
     }
 
@@ -101,14 +114,27 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` completes, then stops accepting connections and
-    /// lets requests in flight finish, for at most the configured grace period.
+    /// Serves until `shutdown` completes; then answers `/readyz` with 503
+    /// and serves on for `SHUTDOWN_DELAY_SECONDS` (load balancers take the
+    /// relay out of rotation), then stops accepting connections and lets
+    /// requests in flight finish, for at most the configured grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {
             result = &mut server => return result,
             () = shutdown => {}
+        }
+        self.draining.store(true, Ordering::Relaxed);
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay_seconds = self.shutdown_delay.as_secs(),
+                "shutting down: /readyz answers 503, still serving until the delay ends"
+            );
+            tokio::select! {
+                result = &mut server => return result,
+                () = tokio::time::sleep(self.shutdown_delay) => {}
+            }
         }
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         let stopping = handle.stop(true);

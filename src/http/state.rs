@@ -2,6 +2,7 @@
 //! and [`Worker`], built by each worker for itself.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::{Authenticator, KeyCache};
 use crate::config::{RequestLimits, Settings};
@@ -24,6 +25,9 @@ pub struct AppState {
     tls: Tls,
     /// What all requests in flight may hold together (`MAX_HELD_BYTES`).
     pool: Arc<MemoryPool>,
+    /// Set at SIGTERM: `/readyz` answers 503 and answers close their
+    /// connections, while the listener stays open (`SHUTDOWN_DELAY_SECONDS`).
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -40,7 +44,18 @@ impl AppState {
             metrics,
             settings,
             tls,
+            draining: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The flag [`Self::is_draining`] reads, for whoever handles the signal.
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+
+    /// The relay got SIGTERM and is about to stop accepting connections.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The quotas of every provider, and their counters.

@@ -291,6 +291,65 @@ async fn a_request_in_flight_at_sigterm_completes_with_its_data() {
     }
 }
 
+/// With `SHUTDOWN_DELAY_SECONDS`, SIGTERM turns `/readyz` to 503 at once
+/// while the listener stays open: new connections are still served (with
+/// `Connection: close`), a request in flight completes, and only after the
+/// delay are connections refused.
+#[tokio::test]
+async fn with_a_shutdown_delay_readyz_turns_503_and_connections_are_served_until_it_ends() {
+    let c1fapp = slow_c1fapp(Duration::from_millis(300)).await;
+    let mut env = c1fapp_env(&c1fapp);
+    env.push(("SHUTDOWN_DELAY_SECONDS", "2".to_owned()));
+    let relay = Relay::start(&env).await;
+    let ready = test_client()
+        .get(relay.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        json!({"data": "ready"})
+    );
+
+    relay.signal("TERM");
+    let signalled = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = test_client().get(relay.url("/readyz")).send().await;
+    let draining = draining.expect("the listener stays open during the delay");
+    assert_eq!(draining.status(), 503);
+    assert_eq!(
+        draining.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "answers close their connections while draining"
+    );
+    let body = assert_ctim(draining.json().await.unwrap());
+    assert_eq!(body["errors"][0]["code"], "service unavailable", "{body}");
+
+    // A new connection during the delay still gets its data.
+    let token = hs256_token(&json!({"key": C1FAPP_KEY}), SECRET_KEY);
+    let served = test_client()
+        .post(relay.url("/observe/observables"))
+        .bearer_auth(&token)
+        .json(&json!([observable("ip", "192.0.2.10")]))
+        .send()
+        .await
+        .expect("served during the delay");
+    let body = assert_ctim(served.json().await.unwrap());
+    assert_eq!(body["data"]["sightings"]["count"], 1, "{body}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "the test was too slow"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(signalled.elapsed())).await;
+    let refused = test_client().get(relay.url("/readyz")).send().await;
+    assert!(refused.is_err(), "after the delay, connections are refused");
+    let (code, output) = relay.wait().await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("/readyz answers 503"), "{output}");
+}
+
 /// With several workers whose connection pools are warm, a request in flight at
 /// SIGTERM still completes: the workers that stop first (idle ones) must not
 /// take with them the upstream connection a busy worker is using.

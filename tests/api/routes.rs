@@ -38,6 +38,14 @@ async fn watchdog_without_the_header_fails() {
 }
 
 #[tokio::test]
+async fn readyz_answers_ready_without_a_token_or_a_header() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_body(response).await, json!({"data": "ready"}));
+}
+
+#[tokio::test]
 async fn respond_is_not_served() {
     let app = spawn_app().await;
     for route in ["/respond/observables", "/respond/trigger"] {
@@ -91,6 +99,7 @@ async fn a_wrong_method_is_405_with_the_envelope() {
         ("DELETE", "/deliberate/observables", "POST"),
         ("GET", "/version", "POST"),
         ("POST", "/watchdog", "GET"),
+        ("POST", "/readyz", "GET"),
         ("POST", "/metrics", "GET"),
     ] {
         let response = app

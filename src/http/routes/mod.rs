@@ -39,7 +39,8 @@ pub fn configure(config: &mut web::ServiceConfig, metrics_here: bool) {
             web::to(deliberate::deliberate),
         ))
         .service(post("/version", web::to(version::version)))
-        .service(get("/watchdog", web::to(watchdog::watchdog)));
+        .service(get("/watchdog", web::to(watchdog::watchdog)))
+        .service(get("/readyz", web::to(watchdog::readyz)));
     if metrics_here {
         config.service(get("/metrics", web::to(metrics::metrics)));
     }
