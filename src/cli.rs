@@ -84,6 +84,13 @@ Environment (docs/configuration.md says more):
   WORKERS, SHUTDOWN_GRACE_SECONDS worker threads (one per CPU), grace at SIGTERM (30)
   SHUTDOWN_DELAY_SECONDS          after SIGTERM: /readyz 503, listener still open (0)
   METRICS_PORT                    serve /metrics on this port instead of PORT
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+                                  export traces over OTLP/HTTP (off unless set), with
+  OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TIMEOUT,
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER,
+  OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
+  OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_SDK_DISABLED
+  UPSTREAM_TRACEPARENT            send traceparent on to the providers (false)
   RUST_LOG, LOG_FORMAT            log filter (info), json or text (json)";
 
 #[derive(Debug, Clone, Args)]

@@ -47,7 +47,10 @@ fn serve() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    let _log_writer = telemetry::init(&settings.log);
+    let _telemetry = match telemetry::init(&settings.log) {
+        Ok(telemetry) => telemetry,
+        Err(error) => return fail(error),
+    };
     let result = actix_web::rt::System::new().block_on(async move {
         let application = Application::build(settings).await?;
         tracing::info!(
@@ -110,7 +113,10 @@ fn demo() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    let _log_writer = telemetry::init(&base.log);
+    let _telemetry = match telemetry::init(&base.log) {
+        Ok(telemetry) => telemetry,
+        Err(error) => return fail(error),
+    };
     let result = actix_web::rt::System::new().block_on(async move {
         let upstream = ctr_relay::demo::DemoUpstream::start()
             .map_err(|error| format!("the demo services cannot start: {error}"))?;
@@ -157,7 +163,10 @@ fn threatbus(args: &ThreatbusArgs) -> ExitCode {
         Ok(manage) => manage,
         Err(error) => return fail(format!("THREATBUS_MANAGE / --manage: {error}")),
     };
-    let _log_writer = telemetry::init(&settings.log);
+    let _telemetry = match telemetry::init(&settings.log) {
+        Ok(telemetry) => telemetry,
+        Err(error) => return fail(error),
+    };
     let result = actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(Metrics::new().map_err(|error| error.to_string())?);
         let tls = Tls::new().map_err(|error| error.to_string())?;
@@ -243,7 +252,10 @@ fn backbone(args: &BackboneArgs) -> ExitCode {
             }
         }
     };
-    let _log_writer = telemetry::init(&settings.log);
+    let _telemetry = match telemetry::init(&settings.log) {
+        Ok(telemetry) => telemetry,
+        Err(error) => return fail(error),
+    };
     let result = actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(Metrics::new().map_err(|error| error.to_string())?);
         let tls = Tls::new().map_err(|error| error.to_string())?;

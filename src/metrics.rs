@@ -4,6 +4,7 @@
 //! counts only its own traffic. Labels have bounded values: routes are route
 //! patterns, outcomes are status classes or failure kinds.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::{
@@ -35,8 +36,17 @@ pub struct Metrics {
     quota_refusals: IntCounterVec,
     redis_up: IntGauge,
     redis_fallbacks: IntCounterVec,
+    trace_spans: IntCounterVec,
     names: Vec<String>,
 }
+
+/// What became of the spans ended for export (there is one tracer per
+/// process, so these are process-wide; every registry shows them).
+pub static SPANS_EXPORTED: AtomicU64 = AtomicU64::new(0);
+/// Spans dropped because the export queue was full (a slow or dead collector).
+pub static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Spans in batches the collector did not take.
+pub static SPANS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 /// Registers `collector` and notes the names it exports.
 fn register(
@@ -184,6 +194,15 @@ impl Metrics {
             ),
             &["operation"],
         )?;
+        let trace_spans = IntCounterVec::new(
+            Opts::new(
+                "trace_spans_total",
+                "Spans for the OTLP collector, by result (exported; dropped: the export \
+                 queue was full; failed: the collector did not take their batch)",
+            ),
+            &["result"],
+        )?;
+        register(&registry, &mut names, trace_spans.clone())?;
         register(&registry, &mut names, quota_refusals.clone())?;
         register(&registry, &mut names, redis_up.clone())?;
         register(&registry, &mut names, redis_fallbacks.clone())?;
@@ -228,6 +247,7 @@ impl Metrics {
             quota_refusals,
             redis_up,
             redis_fallbacks,
+            trace_spans,
             names,
         })
     }
@@ -357,6 +377,20 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        if SPANS_EXPORTED.load(Ordering::Relaxed) > 0
+            || SPANS_DROPPED.load(Ordering::Relaxed) > 0
+            || SPANS_FAILED.load(Ordering::Relaxed) > 0
+        {
+            for (result, count) in [
+                ("exported", &SPANS_EXPORTED),
+                ("dropped", &SPANS_DROPPED),
+                ("failed", &SPANS_FAILED),
+            ] {
+                let counter = self.trace_spans.with_label_values(&[result]);
+                counter.reset();
+                counter.inc_by(count.load(Ordering::Relaxed));
+            }
+        }
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))

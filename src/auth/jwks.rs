@@ -193,7 +193,10 @@ impl KeyCache {
             }
         };
         let _fetching = Fetching { entry, _done: done };
-        let fetched = fetch(http, &entry.host).await;
+        let fetched = match crate::telemetry::trace::on() {
+            true => traced_fetch(http, &entry.host).await,
+            false => fetch(http, &entry.host).await,
+        };
         self.metrics
             .jwks_fetch(entry.host.authority(), fetched.is_ok());
         let mut state = entry.state();
@@ -259,6 +262,30 @@ fn failure(what: &str, error: &reqwest::Error) -> FetchFailure {
         reason: format!("{what}: {error}"),
         timed_out: error.is_timeout(),
     }
+}
+
+/// [`fetch`] in a span of its own: the host and how it ended.
+async fn traced_fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, FetchFailure> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        target: crate::telemetry::trace::TARGET,
+        "key set fetch",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        jwks_host = %host,
+        outcome = tracing::field::Empty,
+    );
+    let fetched = fetch(http, host).instrument(span.clone()).await;
+    let outcome = match &fetched {
+        Ok(_) => "fetched",
+        Err(failed) if failed.timed_out => "timed_out",
+        Err(_) => "failed",
+    };
+    if fetched.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    span.record("outcome", outcome);
+    fetched
 }
 
 async fn fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, FetchFailure> {

@@ -26,6 +26,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use broker::{Topology, check_topic, check_url, describe};
 
@@ -231,7 +232,11 @@ async fn session(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) -> Ende
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     let (shared, channel) = (shared.clone(), broker.channel.clone());
-                    requests.spawn_local(async move { request::handle(&shared, &channel, delivery).await });
+                    let span = request::message_span(&delivery);
+                    requests.spawn_local(
+                        async move { request::handle(&shared, &channel, delivery).await }
+                            .instrument(span),
+                    );
                 }
                 Some(Err(error)) => break Some(BrokerError::from(error)),
                 None => break Some(BrokerError::ConsumerEnded),

@@ -38,6 +38,32 @@ impl Drop for InWork<'_> {
     }
 }
 
+/// The span of one delivery (when traces are on), continuing the
+/// `traceparent` of its AMQP headers.
+pub(super) fn message_span(delivery: &Delivery) -> tracing::Span {
+    if !crate::telemetry::trace::on() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: crate::telemetry::trace::TARGET,
+        "backbone message",
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.message.body.size = delivery.data.len(),
+        redelivered = delivery.redelivered,
+    );
+    let header = |name: &str| {
+        let headers = delivery.properties.headers().as_ref()?;
+        match headers.inner().get(name)? {
+            lapin::types::AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
+            lapin::types::AMQPValue::ShortString(text) => Some(text.as_str()),
+            _ => None,
+        }
+    };
+    crate::telemetry::trace::continue_trace(&span, header("traceparent"), header("tracestate"));
+    span
+}
+
 /// Answers one delivery; `Err` only when the broker connection failed (then
 /// the delivery is not settled and comes back).
 pub(super) async fn handle(

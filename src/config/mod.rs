@@ -16,6 +16,7 @@ mod fleet;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use credentials::{credentials_from, optional_credentials_from};
 pub use fleet::{FleetSettings, RedisSettings};
@@ -23,6 +24,7 @@ pub use parse::MAX_USER_AGENT_CHARS;
 use parse::{
     parse_bool, parse_jwks_hosts, parse_seconds, parse_url, parse_user_agent, present, whole,
 };
+pub use trace::{ParentlessSampling, Sampling, TraceSettings};
 
 pub const DEFAULT_C1FAPP_API_URL: &str = "https://www.c1fapp.com/cifapp/api/";
 pub const DEFAULT_JWKS_HOSTS: &str =
@@ -86,6 +88,20 @@ pub const VARIABLES: &[&str] = &[
     "REDIS_KEY_PREFIX",
     "REDIS_TLS_CA_FILE",
     "QUOTA_WITHOUT_REDIS",
+    "UPSTREAM_TRACEPARENT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +134,8 @@ pub struct LogSettings {
     /// An `EnvFilter` directive such as `info` or `ctr_relay=debug,info`.
     pub filter: String,
     pub format: LogFormat,
+    /// Spans exported over OTLP; `None` (no endpoint): none, at no cost.
+    pub trace: Option<TraceSettings>,
 }
 
 /// Bounds on what one request may ask of the relay.
@@ -183,6 +201,9 @@ pub struct UpstreamSettings {
     pub user_agent: String,
     /// Quotas, and the Redis replicas share.
     pub fleet: FleetSettings,
+    /// Send the request's `traceparent` on to the providers
+    /// (`UPSTREAM_TRACEPARENT`; off: they are third parties).
+    pub traceparent: bool,
 }
 
 /// Upstream answers kept per provider, credential and observable; off unless a
@@ -270,6 +291,7 @@ impl Default for Settings {
                 user_agent: crate::domain::USER_AGENT.to_owned(),
                 private_allowed: Vec::new(),
                 fleet: FleetSettings::default(),
+                traceparent: false,
             },
             limits: RequestLimits {
                 max_body_bytes: 1024 * 1024,
@@ -285,6 +307,7 @@ impl Default for Settings {
             log: LogSettings {
                 filter: "info".to_owned(),
                 format: LogFormat::Auto,
+                trace: None,
             },
             shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
@@ -375,6 +398,20 @@ struct RawSettings {
     upstream_max_in_flight_per_credential: Option<String>,
     result_cache_max_bytes: Option<String>,
     upstream_user_agent: Option<String>,
+    upstream_traceparent: Option<String>,
+    otel_sdk_disabled: Option<String>,
+    otel_exporter_otlp_endpoint: Option<String>,
+    otel_exporter_otlp_traces_endpoint: Option<String>,
+    otel_exporter_otlp_protocol: Option<String>,
+    otel_exporter_otlp_headers: Option<String>,
+    otel_exporter_otlp_timeout: Option<String>,
+    otel_service_name: Option<String>,
+    otel_resource_attributes: Option<String>,
+    otel_traces_sampler: Option<String>,
+    otel_traces_sampler_arg: Option<String>,
+    otel_bsp_max_queue_size: Option<String>,
+    otel_bsp_schedule_delay: Option<String>,
+    otel_bsp_max_export_batch_size: Option<String>,
     metrics_port: Option<String>,
     jwks_max_age_seconds: Option<String>,
     answer_send_timeout_seconds: Option<String>,
@@ -476,6 +513,25 @@ impl Settings {
             Some(text) => parse_seconds("UPSTREAM_TIMEOUT_SECONDS", &text)?,
             None => defaults.upstream.timeout,
         };
+        let traceparent = match present("UPSTREAM_TRACEPARENT", raw.upstream_traceparent)? {
+            Some(text) => parse_bool("UPSTREAM_TRACEPARENT", &text)?,
+            None => false,
+        };
+        let trace = trace::parse(trace::RawTrace {
+            otel_sdk_disabled: raw.otel_sdk_disabled,
+            otel_exporter_otlp_endpoint: raw.otel_exporter_otlp_endpoint,
+            otel_exporter_otlp_traces_endpoint: raw.otel_exporter_otlp_traces_endpoint,
+            otel_exporter_otlp_protocol: raw.otel_exporter_otlp_protocol,
+            otel_exporter_otlp_headers: raw.otel_exporter_otlp_headers,
+            otel_exporter_otlp_timeout: raw.otel_exporter_otlp_timeout,
+            otel_service_name: raw.otel_service_name,
+            otel_resource_attributes: raw.otel_resource_attributes,
+            otel_traces_sampler: raw.otel_traces_sampler,
+            otel_traces_sampler_arg: raw.otel_traces_sampler_arg,
+            otel_bsp_max_queue_size: raw.otel_bsp_max_queue_size,
+            otel_bsp_schedule_delay: raw.otel_bsp_schedule_delay,
+            otel_bsp_max_export_batch_size: raw.otel_bsp_max_export_batch_size,
+        })?;
         let user_agent = match present("UPSTREAM_USER_AGENT", raw.upstream_user_agent)? {
             Some(text) => parse_user_agent(&text)?,
             None => defaults.upstream.user_agent,
@@ -648,9 +704,14 @@ impl Settings {
                 user_agent,
                 private_allowed: Vec::new(),
                 fleet,
+                traceparent,
             },
             limits,
-            log: LogSettings { filter, format },
+            log: LogSettings {
+                filter,
+                format,
+                trace,
+            },
             shutdown_grace,
             shutdown_delay,
             workers: match present("WORKERS", raw.workers)? {

@@ -447,3 +447,121 @@ fn limits_that_leave_no_room_for_one_largest_answer_are_refused_naming_both() {
         10 * 1024 * 1024
     );
 }
+
+#[test]
+fn traces_are_off_without_an_endpoint_and_follow_the_sdk_variables_with_one() {
+    assert!(settings(&[]).unwrap().log.trace.is_none());
+    assert!(
+        settings(&[("OTEL_SERVICE_NAME", "x")])
+            .unwrap()
+            .log
+            .trace
+            .is_none(),
+        "no endpoint, no traces"
+    );
+    let trace = |vars: &[(&str, &str)]| settings(vars).unwrap().log.trace.unwrap();
+    let base = trace(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]);
+    assert_eq!(base.endpoint.as_str(), "http://collector:4318/v1/traces");
+    assert_eq!(base.service_name, "ctr-relay");
+    assert_eq!(
+        base.sampling,
+        Sampling::ParentBased(crate::config::ParentlessSampling::AlwaysOn)
+    );
+    assert_eq!((base.max_queue, base.max_batch), (2048, 512));
+    assert_eq!(base.timeout, Duration::from_secs(10));
+    let own = trace(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "https://collector.example/otlp/traces",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer%20abc,x-tenant=soc",
+        ),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=from-attributes,env=prod",
+        ),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+    ]);
+    assert_eq!(
+        own.endpoint.as_str(),
+        "https://collector.example/otlp/traces"
+    );
+    assert_eq!(own.headers[0].0, "authorization");
+    assert_eq!(own.headers[0].1.expose(), "Bearer abc");
+    assert_eq!(own.service_name, "from-attributes");
+    assert_eq!(own.resource, [("env".to_owned(), "prod".to_owned())]);
+    assert_eq!(
+        own.sampling,
+        Sampling::ParentBased(crate::config::ParentlessSampling::Ratio(0.25))
+    );
+    assert!(!format!("{own:?}").contains("abc"), "headers are secrets");
+    assert!(
+        settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ])
+        .unwrap()
+        .log
+        .trace
+        .is_none()
+    );
+}
+
+#[test]
+fn a_bad_trace_setting_is_an_error_naming_it_and_no_header_value() {
+    let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    for (vars, variable) in [
+        (
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            vec![endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            vec![endpoint, ("OTEL_TRACES_SAMPLER", "sometimes")],
+            "OTEL_TRACES_SAMPLER",
+        ),
+        (
+            vec![
+                endpoint,
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            vec![endpoint, ("OTEL_BSP_MAX_QUEUE_SIZE", "0")],
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        ),
+        (
+            vec![
+                endpoint,
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "11"),
+            ],
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        ),
+        (
+            vec![("UPSTREAM_TRACEPARENT", "maybe")],
+            "UPSTREAM_TRACEPARENT",
+        ),
+    ] {
+        assert_eq!(error_variable(&vars), variable, "{vars:?}");
+    }
+    let error = settings(&[
+        endpoint,
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=token-s3cr3t,broken",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_HEADERS");
+    assert!(!error.message.contains("s3cr3t"), "{}", error.message);
+}

@@ -8,6 +8,7 @@ pub mod errors;
 use std::future::Future;
 
 use futures_util::stream::{self, StreamExt};
+use tracing::Instrument;
 
 pub use errors::RequestError;
 
@@ -16,6 +17,7 @@ use crate::domain::{EntitiesLimit, Observable, ProviderName};
 use crate::providers::quota::{BucketStatus, Quotas};
 use crate::providers::scope::Scope;
 use crate::providers::{Capability, Provider, ProviderError};
+use crate::telemetry::trace;
 
 /// The data a request found, and the distinct errors met on the way.
 #[derive(Debug, Default)]
@@ -61,7 +63,13 @@ where
     let mut results = stream::iter(calls)
         .map(|(provider, observable)| {
             let call = call(provider, observable);
-            async move { (provider.name(), observable, call.await) }
+            async move {
+                let result = match trace::on() {
+                    true => traced(provider, observable, capability, call).await,
+                    false => call.await,
+                };
+                (provider.name(), observable, result)
+            }
         })
         .buffered(concurrency.max(1));
 
@@ -84,6 +92,39 @@ where
         }
     }
     outcome
+}
+
+/// One provider call, in a span of its own: the provider, its host, the
+/// observable's type (never its value), how it ended and the bytes read.
+pub async fn traced<T>(
+    provider: &Provider<'_>,
+    observable: &Observable,
+    capability: Capability,
+    call: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    let span = tracing::info_span!(
+        target: crate::telemetry::trace::TARGET,
+        "provider call",
+        otel.name = %format_args!("{} {}", provider.name(), capability.as_str()),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        provider = %provider.name(),
+        server.address = provider.host(),
+        observable.type = observable.kind.as_str(),
+        outcome = tracing::field::Empty,
+        bytes_read = tracing::field::Empty,
+    );
+    let (result, noted) = trace::noting(call.instrument(span.clone())).await;
+    let outcome = match &result {
+        Ok(_) => noted.outcome().unwrap_or("answered"),
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            error.trace_outcome()
+        }
+    };
+    span.record("outcome", outcome);
+    span.record("bytes_read", noted.bytes());
+    result
 }
 
 /// What `POST /observe/observables` answers (and a Backbone request): every

@@ -41,18 +41,51 @@ pub async fn log_request(
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
         .map(|text| text.chars().take(MAX_FORWARDED_CHARS).collect::<String>());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        client = %client,
-        forwarded_for = forwarded_for.as_deref()
-    );
+    let method = request.method().to_string();
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let span = match crate::telemetry::trace::on() {
+        // With traces, the span carries what a trace viewer shows; it
+        // continues the caller's `traceparent`.
+        true => {
+            let span = tracing::info_span!(
+                "request",
+                request_id = %request_id,
+                client = %client,
+                forwarded_for = forwarded_for.as_deref(),
+                otel.name = %format_args!("{method} {route}"),
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = %method,
+                http.route = %route,
+                http.response.status_code = tracing::field::Empty,
+                token.issuer = tracing::field::Empty,
+            );
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+            };
+            crate::telemetry::trace::continue_trace(
+                &span,
+                header("traceparent"),
+                header("tracestate"),
+            );
+            span
+        }
+        false => tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            client = %client,
+            forwarded_for = forwarded_for.as_deref()
+        ),
+    };
     let mut pending = Pending {
         started: Instant::now(),
-        method: request.method().to_string(),
-        route: request
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned()),
+        method,
+        route,
         state: request.app_data::<web::Data<AppState>>().cloned(),
         span: span.clone(),
         answered: false,
@@ -90,6 +123,13 @@ pub async fn log_request(
         None => (None, None, None),
     };
     let (method, route) = (&pending.method, &pending.route);
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(iss) = iss {
+        span.record("token.issuer", iss);
+    }
     span.in_scope(|| {
         tracing::info!(
             method,

@@ -195,6 +195,7 @@ where
         };
         if let Some(value) = cache.get(&key).await {
             self.metrics.cache_lookup(self.provider.as_str(), true);
+            crate::telemetry::trace::note_outcome("cached");
             return Ok(value);
         }
         self.metrics.cache_lookup(self.provider.as_str(), false);
@@ -292,6 +293,7 @@ where
                 }
                 Err(mut flight) => {
                     self.metrics.upstream_coalesced(self.provider.as_str());
+                    crate::telemetry::trace::note_outcome("coalesced");
                     let deadline = tokio::time::Instant::from_std(scope.deadline());
                     let landed = tokio::time::timeout_at(deadline, async {
                         match flight.wait_for(Option::is_some).await {

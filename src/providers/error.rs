@@ -89,4 +89,18 @@ impl ProviderError {
             ProviderError::QuotaUnavailable { .. } => "quota_unavailable",
         }
     }
+
+    /// How a provider call that failed so ended, for its trace span:
+    /// `timed_out`, `refused_by_quota`, `rate_limited` (a 429, sent or
+    /// remembered) or `failed`.
+    pub fn trace_outcome(&self) -> &'static str {
+        match self {
+            ProviderError::Timeout { .. } | ProviderError::Deadline { .. } => "timed_out",
+            ProviderError::QuotaReached { .. } | ProviderError::QuotaUnavailable { .. } => {
+                "refused_by_quota"
+            }
+            ProviderError::UnexpectedStatus { status: 429, .. } => "rate_limited",
+            _ => "failed",
+        }
+    }
 }

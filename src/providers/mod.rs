@@ -37,6 +37,16 @@ pub enum Capability {
     Refer,
 }
 
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Observe => "observe",
+            Capability::Deliberate => "deliberate",
+            Capability::Refer => "refer",
+        }
+    }
+}
+
 /// What the providers of every runtime share, built once at start-up: result
 /// caches, in-flight bounds, rate-limit memory, CyberScan's token cache, the
 /// TLS configuration, the metrics. It holds no connection.
@@ -129,6 +139,17 @@ impl Provider<'_> {
         match self {
             Provider::C1fApp { .. } => ProviderName::C1fApp,
             Provider::CyberScan { .. } => ProviderName::CyberScan,
+        }
+    }
+
+    /// The host this provider's calls go to: the configured C1fApp
+    /// endpoint's, or the CyberScan host the caller's token names.
+    pub fn host(&self) -> &str {
+        match self {
+            Provider::C1fApp { client, .. } => client.api_host(),
+            Provider::CyberScan { credentials, .. } => {
+                credentials.api.host_str().unwrap_or_default()
+            }
         }
     }
 

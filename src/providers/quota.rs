@@ -154,6 +154,7 @@ impl<'a> FleetUse<'a> {
             .read(body.len(), tenant)
             .map_err(|limit| ProviderError::OverBudget { provider, limit })?;
         self.quotas.metrics.cache_lookup_shared(provider.as_str());
+        crate::telemetry::trace::note_outcome("cached");
         Ok(usable(&body).then_some(body))
     }
 

@@ -22,6 +22,7 @@ use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
 
 use crate::config::RequestLimits;
 use crate::domain::{Credentials, EntitiesLimit};
@@ -256,7 +257,8 @@ pub async fn run(
                     let (shared, found) = (shared.clone(), found_tx.clone());
                     lookups.spawn(async move {
                         let _permit = permit;
-                        enrich(&shared, &indicator, &found).await;
+                        let span = message_span(&indicator);
+                        enrich(&shared, &indicator, &found).instrument(span).await;
                     });
                 }
                 Some(frame) = found_rx.recv() => {
@@ -423,6 +425,21 @@ fn receive(shared: &Shared, frame: &[u8], pending: &mut VecDeque<Indicator>) {
     }
 }
 
+/// The span of one indicator from the bus (when traces are on): its type,
+/// never its value.
+fn message_span(indicator: &Indicator) -> tracing::Span {
+    match crate::telemetry::trace::on() {
+        true => tracing::info_span!(
+            target: crate::telemetry::trace::TARGET,
+            "threatbus indicator",
+            otel.kind = "consumer",
+            messaging.system = "threatbus",
+            observable.type = indicator.observable.kind.as_str(),
+        ),
+        false => tracing::Span::none(),
+    }
+}
+
 /// Looks the indicator's value up at every configured provider that supports
 /// its type, and queues a STIX sighting per CTIM sighting found.
 async fn enrich(shared: &Shared, indicator: &Indicator, found: &mpsc::Sender<String>) {
@@ -436,10 +453,12 @@ async fn enrich(shared: &Shared, indicator: &Indicator, found: &mpsc::Sender<Str
         .iter()
         .filter(|provider| provider.supports(Capability::Observe, observable.kind))
     {
-        match provider
-            .observe(observable, settings.entities_limit, &scope)
-            .await
-        {
+        let lookup = provider.observe(observable, settings.entities_limit, &scope);
+        let result = match crate::telemetry::trace::on() {
+            true => crate::enrich::traced(provider, observable, Capability::Observe, lookup).await,
+            false => lookup.await,
+        };
+        match result {
             Ok(entities) => {
                 for sighting in &entities.sightings.0 {
                     let stix =

@@ -31,4 +31,5 @@ mod routes;
 mod rs256;
 mod tenants;
 mod threatbus;
+mod traces;
 mod upstream_faults;

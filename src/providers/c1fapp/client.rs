@@ -88,6 +88,15 @@ impl C1fApp {
         known && matches!(capability, Capability::Observe | Capability::Deliberate)
     }
 
+    /// The host C1fApp calls go to (for traces).
+    pub fn api_host(&self) -> &str {
+        self.state
+            .settings
+            .c1fapp_api_url
+            .host_str()
+            .unwrap_or_default()
+    }
+
     pub async fn observe(
         &self,
         credentials: &C1fAppCredentials,

@@ -182,6 +182,7 @@ pub async fn send(
         endpoint
             .metrics
             .upstream_skipped(endpoint.provider.as_str(), "rate_limited");
+        crate::telemetry::trace::note_outcome("rate_limited");
         return Ok(UpstreamResponse {
             status: limited.status,
             body: limited.body.clone(),
@@ -200,6 +201,7 @@ pub async fn send(
         endpoint
             .metrics
             .upstream_skipped(endpoint.provider.as_str(), "rate_limited");
+        crate::telemetry::trace::note_outcome("rate_limited");
         let limited = RateLimited {
             until: Instant::now() + wait,
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -219,6 +221,13 @@ pub async fn send(
             .metrics
             .upstream_skipped(endpoint.provider.as_str(), "deadline");
         return Err(expired());
+    }
+    let mut request = request;
+    if settings.traceparent && crate::telemetry::trace::on() {
+        // Opt-in: the providers are third parties.
+        for (name, value) in crate::telemetry::trace::trace_headers(&tracing::Span::current()) {
+            request = request.header(name, value);
+        }
     }
     let (client, request) = request.build_split();
     let request = request.map_err(|error| classify(endpoint, settings.timeout, error))?;
@@ -432,6 +441,9 @@ async fn attempt(
         elapsed,
     );
     let latency_ms = crate::telemetry::millis(elapsed);
+    if let Ok(response) = &result {
+        crate::telemetry::trace::note_bytes(response.body.len());
+    }
     match &result {
         Ok(response) => tracing::info!(
             provider = %endpoint.provider,
