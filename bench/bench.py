@@ -135,6 +135,43 @@ http {{
         self.dir.cleanup()
 
 
+class Collector:
+    """An OTLP/HTTP sink: nginx answering 200 to every export (it reads and
+    drops the body), so the relay's exporter is never the one held up."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix="ctr-relay-bench-otlp-")
+        conf = Path(self.dir.name) / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {self.dir.name}/nginx.pid;
+error_log {self.dir.name}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir.name}/body;
+  client_max_body_size 64m;
+  server {{
+    listen 127.0.0.1:{self.port};
+    location /v1/traces {{ return 200; }}
+  }}
+}}
+""")
+        self.process = subprocess.Popen(["nginx", "-p", self.dir.name, "-c", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def env(self):
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}"}
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.dir.cleanup()
+
+
 class Relay:
     def __init__(self, mock, extra_env=None, binary=None):
         self.port = free_port()
@@ -249,6 +286,8 @@ class Scenario:
     credentials: int = 8
     # Shares state through a private redis-server (REDIS_URL).
     redis: bool = False
+    # Exports a span per request and per provider call to an OTLP sink.
+    traces: bool = False
 
     def body(self):
         if self.route == "/health":
@@ -263,6 +302,9 @@ SCENARIOS = [
     Scenario("nginx proxy to the mock (anchor)", direct=True, nginx=True),
     Scenario("1 observable, 0 ms"),
     Scenario("1 observable, 0 ms, static binary", binary=STATIC_RELAY),
+    Scenario("1 observable, 0 ms, traces on", traces=True),
+    Scenario("1 observable, 0 ms, traces on, sampled out", traces=True,
+             env={"OTEL_TRACES_SAMPLER": "always_off"}),
     Scenario("1 observable, 0 ms, Redis", redis=True),
     Scenario("1 observable, 0 ms, Redis and a quota", redis=True,
              env={"C1FAPP_QUOTA": "1000000000/day"}),
@@ -371,6 +413,9 @@ def run_scenario(scenario, mocks):
     if scenario.redis:
         REDIS.flush()
         env.update(REDIS.env())
+    collector = Collector() if scenario.traces else None
+    if collector:
+        env.update(collector.env())
     relay = Relay(mock, env, scenario.binary)
     try:
         status, data = request(relay.port, "POST", scenario.route, scenario.body(), headers)
@@ -396,9 +441,24 @@ def run_scenario(scenario, mocks):
         if scenario.redis:
             stats["redis_cpu_per_1000"] = ((REDIS.cpu_seconds() - redis_before)
                                            / max(result["requests"], 1) * 1000)
+        if collector:
+            stats["spans"] = span_counts(relay.port)
         return result, stats
     finally:
         relay.stop()
+        if collector:
+            collector.stop()
+
+
+def span_counts(port):
+    """ctr_relay_trace_spans_total by result."""
+    _, text = request(port, "GET", "/metrics")
+    counts = {}
+    for line in text.decode().splitlines():
+        if line.startswith('ctr_relay_trace_spans_total{result="'):
+            result = line.split('"')[1]
+            counts[result] = int(float(line.rsplit(" ", 1)[1]))
+    return counts
 
 
 def upstream_calls(port):
@@ -599,6 +659,15 @@ def main():
             extra = (shared["p99_us"] - alone["p99_us"]) / 1000
             check(f"{name}: p99 at most 1 ms above without Redis", extra <= 1.0,
                   f"{shared['p99_us'] / 1000:.2f} ms vs {alone['p99_us'] / 1000:.2f} ms ({extra:+.2f} ms)")
+    if "1 observable, 0 ms, traces on" in results and "1 observable, 0 ms" in results:
+        traced, stats = results["1 observable, 0 ms, traces on"]
+        alone, _ = results["1 observable, 0 ms"]
+        ratio = (traced["requests"] / traced["duration_us"]) / (alone["requests"] / alone["duration_us"])
+        spans = stats.get("spans", {})
+        check("1 observable @ 0 ms with traces on: at least 0.9x the requests/s with them off",
+              ratio >= 0.9,
+              f"{ratio:.2f}x; p99 {traced['p99_us'] / 1000:.2f} ms vs {alone['p99_us'] / 1000:.2f} ms; "
+              f"spans exported {spans.get('exported', 0):,}, dropped {spans.get('dropped', 0):,}")
     if quota:
         limit, calls, _ = quota
         check("quota under load over two replicas: upstream calls equal the quota", calls == limit,

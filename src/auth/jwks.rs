@@ -266,16 +266,16 @@ fn failure(what: &str, error: &reqwest::Error) -> FetchFailure {
 
 /// [`fetch`] in a span of its own: the host and how it ended.
 async fn traced_fetch(http: &reqwest::Client, host: &JwksHost) -> Result<Fetched, FetchFailure> {
-    use tracing::Instrument;
     let span = tracing::info_span!(
         target: crate::telemetry::trace::TARGET,
+        parent: crate::telemetry::trace::parent(),
         "key set fetch",
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
         jwks_host = %host,
         outcome = tracing::field::Empty,
     );
-    let fetched = fetch(http, host).instrument(span.clone()).await;
+    let fetched = fetch(http, host).await;
     let outcome = match &fetched {
         Ok(_) => "fetched",
         Err(failed) if failed.timed_out => "timed_out",

@@ -26,7 +26,6 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 pub use broker::{Topology, check_topic, check_url, describe};
 
@@ -233,10 +232,10 @@ async fn session(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) -> Ende
                 Some(Ok(delivery)) => {
                     let (shared, channel) = (shared.clone(), broker.channel.clone());
                     let span = request::message_span(&delivery);
-                    requests.spawn_local(
-                        async move { request::handle(&shared, &channel, delivery).await }
-                            .instrument(span),
-                    );
+                    requests.spawn_local(crate::telemetry::trace::within(
+                        span,
+                        async move { request::handle(&shared, &channel, delivery).await },
+                    ));
                 }
                 Some(Err(error)) => break Some(BrokerError::from(error)),
                 None => break Some(BrokerError::ConsumerEnded),

@@ -46,6 +46,7 @@ pub(super) fn message_span(delivery: &Delivery) -> tracing::Span {
     }
     let span = tracing::info_span!(
         target: crate::telemetry::trace::TARGET,
+        parent: None,
         "backbone message",
         otel.kind = "consumer",
         messaging.system = "rabbitmq",

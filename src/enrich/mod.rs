@@ -8,7 +8,6 @@ pub mod errors;
 use std::future::Future;
 
 use futures_util::stream::{self, StreamExt};
-use tracing::Instrument;
 
 pub use errors::RequestError;
 
@@ -104,17 +103,18 @@ pub async fn traced<T>(
 ) -> Result<T, ProviderError> {
     let span = tracing::info_span!(
         target: crate::telemetry::trace::TARGET,
+        parent: trace::parent(),
         "provider call",
         otel.name = %format_args!("{} {}", provider.name(), capability.as_str()),
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
-        provider = %provider.name(),
+        provider = provider.name().as_str(),
         server.address = provider.host(),
         observable.type = observable.kind.as_str(),
         outcome = tracing::field::Empty,
         bytes_read = tracing::field::Empty,
     );
-    let (result, noted) = trace::noting(call.instrument(span.clone())).await;
+    let (result, noted) = trace::noting(&span, call).await;
     let outcome = match &result {
         Ok(_) => noted.outcome().unwrap_or("answered"),
         Err(error) => {

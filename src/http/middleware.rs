@@ -45,43 +45,41 @@ pub async fn log_request(
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span = match crate::telemetry::trace::on() {
-        // With traces, the span carries what a trace viewer shows; it
-        // continues the caller's `traceparent`.
-        true => {
-            let span = tracing::info_span!(
-                "request",
-                request_id = %request_id,
-                client = %client,
-                forwarded_for = forwarded_for.as_deref(),
-                otel.name = %format_args!("{method} {route}"),
-                otel.kind = "server",
-                otel.status_code = tracing::field::Empty,
-                http.request.method = %method,
-                http.route = %route,
-                http.response.status_code = tracing::field::Empty,
-                token.issuer = tracing::field::Empty,
-            );
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get(name)
-                    .and_then(|value| value.to_str().ok())
-            };
-            crate::telemetry::trace::continue_trace(
-                &span,
-                header("traceparent"),
-                header("tracestate"),
-            );
-            span
-        }
-        false => tracing::info_span!(
-            "request",
-            request_id = %request_id,
-            client = %client,
-            forwarded_for = forwarded_for.as_deref()
-        ),
-    };
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        client = %client,
+        forwarded_for = forwarded_for.as_deref()
+    );
+    // With traces, a span of their own (the log lines never see it), child
+    // of the caller's `traceparent` when there is one.
+    let traced = crate::telemetry::trace::on().then(|| {
+        let traced = tracing::info_span!(
+            target: crate::telemetry::trace::TARGET,
+            parent: None,
+            "http request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.route = route.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            client = client.as_str(),
+            request_id = request_id.as_str(),
+            token.issuer = tracing::field::Empty,
+        );
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        crate::telemetry::trace::continue_trace(
+            &traced,
+            header("traceparent"),
+            header("tracestate"),
+        );
+        traced
+    });
     let mut pending = Pending {
         started: Instant::now(),
         method,
@@ -90,7 +88,15 @@ pub async fn log_request(
         span: span.clone(),
         answered: false,
     };
-    let mut response = next.call(request).instrument(span.clone()).await?;
+    let call = next.call(request);
+    let mut response = match &traced {
+        Some(traced) => {
+            crate::telemetry::trace::within(traced.clone(), call)
+                .instrument(span.clone())
+                .await?
+        }
+        None => call.instrument(span.clone()).await?,
+    };
     pending.answered = true;
 
     let status = response.status().as_u16();
@@ -123,12 +129,14 @@ pub async fn log_request(
         None => (None, None, None),
     };
     let (method, route) = (&pending.method, &pending.route);
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
-    }
-    if let Some(iss) = iss {
-        span.record("token.issuer", iss);
+    if let Some(traced) = &traced {
+        traced.record("http.response.status_code", status);
+        if status >= 500 {
+            traced.record("otel.status_code", "ERROR");
+        }
+        if let Some(iss) = iss {
+            traced.record("token.issuer", iss);
+        }
     }
     span.in_scope(|| {
         tracing::info!(

@@ -72,15 +72,18 @@ pub fn init(settings: &LogSettings) -> Result<Option<Telemetry>, String> {
     let (spans, trace_guard) = match &settings.trace {
         Some(trace_settings) => {
             let (provider, trace_guard) = trace::provider(trace_settings)?;
-            // Only the relay's own spans, and no log line as a span event:
+            // Only the spans made for traces, and no log line as a span event:
             // what is exported is what `trace.rs` says it is.
             let spans = tracing_opentelemetry::layer()
                 .with_tracer(trace::tracer(&provider))
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
+                // Parents from tracing's own span tree: no OpenTelemetry
+                // context is attached and detached at every poll.
+                .with_context_activation(false)
                 .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-                    metadata.is_span() && metadata.target().starts_with("ctr_relay")
+                    metadata.is_span() && metadata.target() == trace::TARGET
                 }));
             (Some(spans), Some(trace_guard))
         }

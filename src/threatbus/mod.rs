@@ -22,7 +22,6 @@ use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
-use tracing::Instrument;
 
 use crate::config::RequestLimits;
 use crate::domain::{Credentials, EntitiesLimit};
@@ -258,7 +257,7 @@ pub async fn run(
                     lookups.spawn(async move {
                         let _permit = permit;
                         let span = message_span(&indicator);
-                        enrich(&shared, &indicator, &found).instrument(span).await;
+                        crate::telemetry::trace::within(span, enrich(&shared, &indicator, &found)).await;
                     });
                 }
                 Some(frame) = found_rx.recv() => {
@@ -431,6 +430,7 @@ fn message_span(indicator: &Indicator) -> tracing::Span {
     match crate::telemetry::trace::on() {
         true => tracing::info_span!(
             target: crate::telemetry::trace::TARGET,
+            parent: None,
             "threatbus indicator",
             otel.kind = "consumer",
             messaging.system = "threatbus",

@@ -225,7 +225,7 @@ pub async fn send(
     let mut request = request;
     if settings.traceparent && crate::telemetry::trace::on() {
         // Opt-in: the providers are third parties.
-        for (name, value) in crate::telemetry::trace::trace_headers(&tracing::Span::current()) {
+        for (name, value) in crate::telemetry::trace::call_headers() {
             request = request.header(name, value);
         }
     }
