@@ -6,7 +6,10 @@
 # valid STIX 2.1 sighting of it; the relay's own sighting comes back to it on
 # its second topic and is skipped. Then
 # Threat Bus is restarted, and the relay must subscribe again and answer the
-# next indicator; on SIGTERM it unsubscribes and exits 0. 127.0.0.1 only.
+# next indicator; on SIGTERM it unsubscribes and exits 0. The relay exports
+# traces to an OTLP receiver that decodes them (scripts/otlp_receiver.py):
+# each indicator is a span with its provider call beneath it, and neither
+# the value nor the key is in what was exported. 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,13 @@ if [ ! -x "$VENV/bin/threatbus" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     threatbus==2022.5.16 threatbus-zmq==2022.5.16 threatbus-inmem==2022.5.16
+fi
+
+OTLP_VENV=target/otlp-venv
+if [ ! -x "$OTLP_VENV/bin/python" ] || ! "$OTLP_VENV/bin/python" -c 'import opentelemetry.proto' 2>/dev/null; then
+  log "installing opentelemetry-proto into $OTLP_VENV (the OTLP receiver)"
+  python3 -m venv "$OTLP_VENV"
+  "$OTLP_VENV/bin/pip" install -q --disable-pip-version-check opentelemetry-proto
 fi
 
 log "building the relay and the mock upstream"
@@ -35,7 +45,10 @@ wait_log() { # file, text, seconds
 
 
 manage=$(free_port); pub=$(free_port); sub=$(free_port)
-mock_port=$(free_port); metrics_port=$(free_port)
+mock_port=$(free_port); metrics_port=$(free_port); otlp_port=$(free_port)
+"$OTLP_VENV/bin/python" scripts/otlp_receiver.py --port "$otlp_port" --spans "$work/spans.jsonl" &
+pids+=($!)
+wait_port "$otlp_port" 30 || fail "the OTLP receiver did not start"
 cat >"$work/tb.yaml" <<YAML
 logging: {console: true, console_verbosity: INFO}
 plugins:
@@ -62,6 +75,7 @@ wait_port "$mock_port" 30 || fail "the mock upstream did not start"
 log "starting ctr-relay threatbus (topics stix2/indicator and stix2/sighting)"
 env -i PATH="$PATH" C1FAPP_KEY=mock-key C1FAPP_API_URL="http://127.0.0.1:$mock_port/cifapp/api/" \
   HOST=127.0.0.1 RUST_LOG=info \
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" OTEL_BSP_SCHEDULE_DELAY=100 \
   "$RELAY" threatbus --manage "tcp://127.0.0.1:$manage" --metrics-port "$metrics_port" \
   --topic stix2/indicator --topic stix2/sighting \
   >"$work/relay.log" 2>&1 &
@@ -72,6 +86,26 @@ wait_log "$work/relay.log" "subscribed to Threat Bus" 30 || { cat "$work/relay.l
 log "injecting an indicator; waiting for its sighting"
 "$VENV/bin/python" scripts/threatbus_e2e.py --manage "tcp://127.0.0.1:$manage" --value 192.0.2.10 --ctim-check target/debug/examples/ctim_check \
   || { tail -20 "$work/relay.log"; tail -20 "$work/threatbus.log"; fail "no valid sighting"; }
+
+for _ in $(seq 1 50); do [ -s "$work/spans.jsonl" ] && break; sleep 0.1; done
+python3 - "$work/spans.jsonl" <<'PY' || fail "the traces of Threat Bus mode are not as expected"
+import json, sys
+spans = [json.loads(line) for line in open(sys.argv[1])]
+raw = open(sys.argv[1] + ".raw", "rb").read()
+messages = [s for s in spans if s["name"] == "threatbus indicator"]
+assert messages, spans
+calls = [s for s in spans if s["name"] == "C1fApp observe"]
+children = [c for c in calls if any(c["parent_span_id"] == m["span_id"] and c["trace_id"] == m["trace_id"] for m in messages)]
+assert children, spans
+call = children[0]
+assert call["attributes"]["observable.type"] == "ip", call
+assert call["attributes"]["outcome"] == "answered", call
+assert messages[0]["attributes"]["messaging.system"] == "threatbus", messages[0]
+for secret in (b"192.0.2.10", b"mock-key"):
+    assert secret not in raw, secret
+print("==> ok: traces: %d indicator spans, %d provider calls beneath them (outcome %s); no value or key exported"
+      % (len(messages), len(children), call["attributes"]["outcome"]))
+PY
 
 both="Received subscription for topic ['stix2/indicator', 'stix2/sighting']"
 [ "$(grep -cF "$both" "$work/threatbus.log")" = 1 ] \
