@@ -134,6 +134,42 @@ impl Bus {
         Ok(published)
     }
 
+    /// Publishes one body with `headers` (AMQP message headers, as text) and
+    /// waits for its confirmation.
+    pub async fn publish_with_headers(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), String> {
+        let mut table = FieldTable::default();
+        for (name, value) in headers {
+            table.insert(
+                (*name).into(),
+                lapin::types::AMQPValue::LongString(value.as_bytes().to_vec().into()),
+            );
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_headers(table),
+            )
+            .await
+            .map_err(|error| error.to_string())?;
+        match confirm.await.map_err(|error| error.to_string())? {
+            Confirmation::Ack(_) => Ok(()),
+            other => Err(format!("the broker did not take a request: {other:?}")),
+        }
+    }
+
     pub async fn publish(
         &self,
         exchange: &str,

@@ -13,6 +13,7 @@ mod bus;
 mod compare;
 mod fleet;
 mod scenarios;
+mod traces;
 mod undeliverable;
 
 use std::path::PathBuf;
@@ -144,7 +145,7 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
 
     type Step =
         for<'a> fn(&'a mut Run) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
-    let steps: [(&str, Step); 13] = [
+    let steps: [(&str, Step); 14] = [
         ("the relay starts and announces `online`", |run| {
             Box::pin(scenarios::online(run))
         }),
@@ -180,6 +181,10 @@ async fn scenarios_run(args: Args) -> Result<(), String> {
         ("SIGTERM with requests in work", |run| {
             Box::pin(scenarios::sigterm(run))
         }),
+        (
+            "traces: a traceparent in the AMQP headers is continued",
+            |run| Box::pin(traces::traces(run)),
+        ),
     ];
     for (name, step) in steps {
         println!("-- {name}");

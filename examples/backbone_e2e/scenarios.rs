@@ -110,13 +110,22 @@ fn error_code(reply: &Value) -> String {
 
 impl Run {
     pub async fn start_relay(&mut self, name: &str) -> Result<BusRelay, String> {
+        self.start_relay_with(name, &[]).await
+    }
+
+    /// [`Self::start_relay`] with more environment variables.
+    pub async fn start_relay_with(
+        &mut self,
+        name: &str,
+        extra: &[(&'static str, String)],
+    ) -> Result<BusRelay, String> {
         let config = BusRelayConfig {
             name,
             url: &self.settings.url,
             client_id: CLIENT,
             tls_ca_file: None,
             prefetch: 32,
-            extra: &[],
+            extra,
         };
         let relay = BusRelay::start(
             &self.settings.relay,
