@@ -31,6 +31,6 @@ fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 
 echo "==> building (release)"
-cargo build --release --locked --bin ctr-relay --example mock_upstream
+cargo build --release --locked --bin ctr-relay --example mock_upstream --example null_relay
 
 exec python3 bench/bench.py "$@"
