@@ -6,10 +6,11 @@
 //! them before and after its requests (`bench/allocations.sh`).
 
 use std::io::{Read, Write};
-use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use clap::Parser;
+
+#[path = "null_relay/server.rs"]
+mod null_relay;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use std::alloc::System;
 
@@ -54,46 +55,13 @@ fn serve_counts(port: u16) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn forward(state: web::Data<(reqwest::Client, String)>, body: web::Bytes) -> HttpResponse {
-    let answer = match state.0.post(&state.1).body(body).send().await {
-        Ok(response) => response.bytes().await,
-        Err(error) => Err(error),
-    };
-    match answer {
-        Ok(bytes) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(bytes),
-        Err(_) => HttpResponse::BadGateway().finish(),
-    }
-}
-
 fn main() -> Result<(), String> {
     let args = Args::parse();
     serve_counts(args.count_port).map_err(|error| error.to_string())?;
     match args.null {
-        Some(upstream) => actix_web::rt::System::new().block_on(async move {
-            let tls = ctr_relay::outbound::Tls::new().map_err(|error| error.to_string())?;
-            HttpServer::new(move || {
-                let http = tls
-                    .client_builder(Duration::from_secs(10))
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .tcp_nodelay(true)
-                    .build();
-                let app = App::new();
-                match http {
-                    Ok(http) => app
-                        .app_data(web::Data::new((http, upstream.clone())))
-                        .route("/observe/observables", web::post().to(forward)),
-                    Err(_) => app,
-                }
-            })
-            .disable_signals()
-            .bind(("127.0.0.1", args.port))
-            .map_err(|error| error.to_string())?
-            .run()
-            .await
-            .map_err(|error| error.to_string())
-        }),
+        Some(upstream) => actix_web::rt::System::new()
+            .block_on(null_relay::serve(args.port, upstream, 2, 1))
+            .map_err(|error| error.to_string()),
         None => {
             let settings =
                 ctr_relay::config::Settings::from_env().map_err(|error| error.to_string())?;

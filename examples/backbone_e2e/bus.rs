@@ -18,6 +18,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub const PUBLISH: &str = "soar-publish";
+
+/// Waits for the broker to take a published message.
+async fn confirmed(confirm: lapin::PublisherConfirm) -> Result<(), String> {
+    match confirm.await.map_err(|error| error.to_string())? {
+        Confirmation::Ack(_) => Ok(()),
+        other => Err(format!("the broker did not take a request: {other:?}")),
+    }
+}
 pub const BROADCAST: &str = "broadcast";
 /// Where the inbox's dead-letter policy (set by the script) sends rejects.
 pub const DEAD: &str = "ctr-relay-dead";
@@ -109,27 +117,14 @@ impl Bus {
     ) -> Result<usize, String> {
         let mut confirms = Vec::new();
         for body in bodies {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    BasicProperties::default()
-                        .with_content_type("application/json".into())
-                        .with_delivery_mode(2),
-                )
-                .await
-                .map_err(|error| error.to_string())?;
-            confirms.push(confirm);
+            confirms.push(
+                self.send(exchange, routing_key, &body, FieldTable::default())
+                    .await?,
+            );
         }
         let published = confirms.len();
         for confirm in confirms {
-            match confirm.await.map_err(|error| error.to_string())? {
-                Confirmation::Ack(_) => {}
-                other => return Err(format!("the broker did not take a request: {other:?}")),
-            }
+            confirmed(confirm).await?;
         }
         Ok(published)
     }
@@ -150,8 +145,18 @@ impl Bus {
                 lapin::types::AMQPValue::LongString(value.as_bytes().to_vec().into()),
             );
         }
-        let confirm = self
-            .channel
+        confirmed(self.send(exchange, routing_key, body, table).await?).await
+    }
+
+    /// One persistent JSON message; its confirmation to wait for.
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> Result<lapin::PublisherConfirm, String> {
+        self.channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -160,14 +165,10 @@ impl Bus {
                 BasicProperties::default()
                     .with_content_type("application/json".into())
                     .with_delivery_mode(2)
-                    .with_headers(table),
+                    .with_headers(headers),
             )
             .await
-            .map_err(|error| error.to_string())?;
-        match confirm.await.map_err(|error| error.to_string())? {
-            Confirmation::Ack(_) => Ok(()),
-            other => Err(format!("the broker did not take a request: {other:?}")),
-        }
+            .map_err(|error| error.to_string())
     }
 
     pub async fn publish(

@@ -96,6 +96,17 @@ async fn receiver() -> MockServer {
     receiver
 }
 
+/// A C1fApp that finds one record for every value.
+async fn c1fapp_answering() -> MockServer {
+    let c1fapp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(C1FAPP_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([c1fapp_record(json!({}))])))
+        .mount(&c1fapp)
+        .await;
+    c1fapp
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -103,12 +114,7 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn a_request_is_one_trace_with_a_span_per_provider_call_and_no_value_or_key() {
     let receiver = receiver().await;
-    let c1fapp = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(C1FAPP_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([c1fapp_record(json!({}))])))
-        .mount(&c1fapp)
-        .await;
+    let c1fapp = c1fapp_answering().await;
     let relay = Relay::start(&[
         ("SECRET_KEY", SECRET_KEY.to_owned()),
         ("C1FAPP_API_URL", format!("{}{C1FAPP_PATH}", c1fapp.uri())),
@@ -237,12 +243,7 @@ async fn a_request_is_one_trace_with_a_span_per_provider_call_and_no_value_or_ke
 #[tokio::test]
 async fn with_upstream_traceparent_the_providers_get_the_calls_trace_context() {
     let receiver = receiver().await;
-    let c1fapp = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(C1FAPP_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([c1fapp_record(json!({}))])))
-        .mount(&c1fapp)
-        .await;
+    let c1fapp = c1fapp_answering().await;
     let relay = Relay::start(&[
         ("SECRET_KEY", SECRET_KEY.to_owned()),
         ("C1FAPP_API_URL", format!("{}{C1FAPP_PATH}", c1fapp.uri())),
@@ -287,12 +288,7 @@ async fn a_collector_that_never_answers_costs_requests_nothing() {
         std::thread::sleep(Duration::from_secs(30));
         drop(connections);
     });
-    let c1fapp = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(C1FAPP_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([c1fapp_record(json!({}))])))
-        .mount(&c1fapp)
-        .await;
+    let c1fapp = c1fapp_answering().await;
     let relay = Relay::start(&[
         ("SECRET_KEY", SECRET_KEY.to_owned()),
         ("C1FAPP_API_URL", format!("{}{C1FAPP_PATH}", c1fapp.uri())),

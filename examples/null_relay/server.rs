@@ -1,40 +1,12 @@
-//! The benchmark's second anchor: a relay that does no work. The same stack
-//! as ctr-relay — actix-web in, reqwest out (the relay's client settings:
-//! its TLS policy, timeouts, idle pool, `TCP_NODELAY`), one client per
-//! worker, mimalloc — but each request's body is copied to the upstream as
-//! it is and the upstream's answer copied back: no JWT, no JSON, no mapping,
-//! no metrics, no log line. What ctr-relay costs above it is its own work.
-//! With `--fan-out N` each request makes N upstream calls at once (as the
-//! relay does for N observables) and answers the first one's body, so
-//! memory per call in flight can be compared too.
-//!
-//! ```sh
-//! cargo run --release --example null_relay -- --port 9091 \
-//!     --upstream http://127.0.0.1:8081/cifapp/api/ --workers 2
-//! ```
+//! The null relay's server: actix-web in, reqwest out with the relay's
+//! client settings, one client per worker; each body copied to the upstream
+//! `fan_out` times at once, the first answer copied back. Shared by
+//! `examples/null_relay` and `examples/allocations.rs`.
 
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use clap::Parser;
 use ctr_relay::outbound::Tls;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Debug, Parser)]
-struct Args {
-    #[arg(long)]
-    port: u16,
-    /// Where every request's body is POSTed.
-    #[arg(long)]
-    upstream: String,
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Upstream calls per request, concurrent.
-    #[arg(long, default_value_t = 1)]
-    fan_out: usize,
-}
 
 struct Upstream {
     http: reqwest::Client,
@@ -68,12 +40,9 @@ async fn forward(upstream: web::Data<Upstream>, body: web::Bytes) -> HttpRespons
     }
 }
 
-#[actix_web::main]
-async fn main() -> std::io::Result<()> {
-    let args = Args::parse();
+/// Serves `POST /observe/observables` on 127.0.0.1:`port` until stopped.
+pub async fn serve(port: u16, url: String, workers: usize, fan_out: usize) -> std::io::Result<()> {
     let tls = Tls::new().map_err(std::io::Error::other)?;
-    let url = args.upstream.clone();
-    let fan_out = args.fan_out;
     HttpServer::new(move || {
         // One client per worker, built on its runtime, as the relay does.
         let http = tls
@@ -93,9 +62,9 @@ async fn main() -> std::io::Result<()> {
             Err(_) => app,
         }
     })
-    .workers(args.workers)
+    .workers(workers)
     .disable_signals()
-    .bind(("127.0.0.1", args.port))?
+    .bind(("127.0.0.1", port))?
     .run()
     .await
 }
