@@ -97,80 +97,70 @@ def relay_workers():
     return int(settings.get("WORKERS", os.cpu_count()))
 
 
-class Nginx:
+class NginxServer:
+    """An nginx of the benchmark's own: `workers` processes, no access log,
+    its files in a temporary directory; `http` is its http block's inside
+    (`{port}` and `{dir}` filled in)."""
+
+    def __init__(self, name, workers, connections, http):
+        self.port = free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix=f"ctr-relay-bench-{name}-")
+        conf = Path(self.dir.name) / "nginx.conf"
+        inside = http.replace("{port}", str(self.port)).replace("{dir}", self.dir.name)
+        conf.write_text(f"""
+worker_processes {workers};
+daemon off;
+pid {self.dir.name}/nginx.pid;
+error_log {self.dir.name}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir.name}/body;
+{inside}
+}}
+""")
+        self.process = subprocess.Popen(["nginx", "-p", self.dir.name, "-c", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.dir.cleanup()
+
+
+class Nginx(NginxServer):
     """nginx as a reverse proxy to the mock: the best a proxy does here.
     Upstream keep-alive, as many workers as the relay, no access log."""
 
     def __init__(self, mock):
-        self.port = free_port()
-        self.dir = tempfile.TemporaryDirectory(prefix="ctr-relay-bench-nginx-")
-        conf = Path(self.dir.name) / "nginx.conf"
-        conf.write_text(f"""
-worker_processes {relay_workers()};
-daemon off;
-pid {self.dir.name}/nginx.pid;
-error_log {self.dir.name}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.dir.name}/body;
-  proxy_temp_path {self.dir.name}/proxy;
+        super().__init__("nginx", relay_workers(), 4096, f"""
+  proxy_temp_path {{dir}}/proxy;
   upstream mock {{ server 127.0.0.1:{mock.port}; keepalive 256; }}
   server {{
-    listen 127.0.0.1:{self.port};
+    listen 127.0.0.1:{{port}};
     location / {{
       proxy_pass http://mock;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
-  }}
-}}
-""")
-        self.process = subprocess.Popen(["nginx", "-p", self.dir.name, "-c", str(conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.dir.cleanup()
+  }}""")
 
 
-class Collector:
+class Collector(NginxServer):
     """An OTLP/HTTP sink: nginx answering 200 to every export (it reads and
     drops the body), so the relay's exporter is never the one held up."""
 
     def __init__(self):
-        self.port = free_port()
-        self.dir = tempfile.TemporaryDirectory(prefix="ctr-relay-bench-otlp-")
-        conf = Path(self.dir.name) / "nginx.conf"
-        conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.dir.name}/nginx.pid;
-error_log {self.dir.name}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.dir.name}/body;
+        super().__init__("otlp", 1, 256, """
   client_max_body_size 64m;
-  server {{
-    listen 127.0.0.1:{self.port};
-    location /v1/traces {{ return 200; }}
-  }}
-}}
-""")
-        self.process = subprocess.Popen(["nginx", "-p", self.dir.name, "-c", str(conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+  server {
+    listen 127.0.0.1:{port};
+    location /v1/traces { return 200; }
+  }""")
 
     def env(self):
         return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}"}
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.dir.cleanup()
 
 
 class Relay:
