@@ -32,33 +32,79 @@ impl IdSource for SequentialIds {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct TransientId(String);
+/// `transient:<kind>-<uuid>`, kept as its two parts: made, copied, compared
+/// and hashed without an allocation, and written out only when serialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransientId {
+    kind: &'static str,
+    uuid: Uuid,
+}
+
+/// `transient:`, and the hyphenated UUID's length.
+const PREFIX: &str = "transient:";
+const UUID_CHARS: usize = uuid::fmt::Hyphenated::LENGTH;
+/// Room for the longest id: every CTIM entity type is shorter than this.
+const MAX_ID_BYTES: usize = 96;
 
 impl TransientId {
     /// `kind` is the CTIM entity type: `sighting`, `indicator`, …
-    pub fn new(kind: &str, ids: &mut impl IdSource) -> Self {
-        Self(format!("transient:{kind}-{}", ids.next_uuid()))
+    pub fn new(kind: &'static str, ids: &mut impl IdSource) -> Self {
+        Self::of(kind, ids.next_uuid())
     }
 
     /// `transient:<kind>-<UUIDv5(namespace, name)>`: the same name in the same
     /// namespace gives the same id in every request, process and relay.
-    pub fn named(kind: &str, namespace: &Uuid, name: &str) -> Self {
-        Self(format!(
-            "transient:{kind}-{}",
-            Uuid::new_v5(namespace, name.as_bytes())
-        ))
+    pub fn named(kind: &'static str, namespace: &Uuid, name: &str) -> Self {
+        Self::of(kind, Uuid::new_v5(namespace, name.as_bytes()))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    fn of(kind: &'static str, uuid: Uuid) -> Self {
+        debug_assert!(
+            PREFIX.len() + kind.len() + 1 + UUID_CHARS <= MAX_ID_BYTES
+                && kind
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphabetic() || byte == b'-'),
+            "an entity type: {kind}"
+        );
+        Self { kind, uuid }
+    }
+
+    /// Its length as text: an id is ASCII and needs no JSON escape.
+    pub fn len(&self) -> usize {
+        PREFIX.len() + self.kind.len() + 1 + UUID_CHARS
+    }
+
+    /// Never: every id has a type and a UUID.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The id's text, written into `buffer`.
+    fn write<'b>(&self, buffer: &'b mut [u8; MAX_ID_BYTES]) -> &'b str {
+        let mut at = 0;
+        for part in [PREFIX, self.kind, "-"] {
+            buffer[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        let uuid = self
+            .uuid
+            .hyphenated()
+            .encode_lower(&mut buffer[at..at + UUID_CHARS]);
+        let end = at + uuid.len();
+        // Only ASCII was written.
+        std::str::from_utf8(&buffer[..end]).unwrap_or_default()
     }
 }
 
 impl fmt::Display for TransientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.write(&mut [0; MAX_ID_BYTES]))
+    }
+}
+
+impl Serialize for TransientId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.write(&mut [0; MAX_ID_BYTES]))
     }
 }
 
@@ -72,7 +118,8 @@ mod tests {
     #[test]
     fn ids_name_their_type_and_carry_a_uuid4() {
         let id = TransientId::new("sighting", &mut RandomIds);
-        let uuid = id.as_str().strip_prefix("transient:sighting-").unwrap();
+        let text = id.to_string();
+        let uuid = text.strip_prefix("transient:sighting-").unwrap();
         assert_eq!(Uuid::parse_str(uuid).unwrap().get_version_num(), 4);
     }
 
@@ -81,7 +128,8 @@ mod tests {
         let a = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://a.example/");
         let b = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://b.example/");
         let id = TransientId::named("indicator", &a, "Phishtank");
-        let uuid = id.as_str().strip_prefix("transient:indicator-").unwrap();
+        let text = id.to_string();
+        let uuid = text.strip_prefix("transient:indicator-").unwrap();
         assert_eq!(Uuid::parse_str(uuid).unwrap().get_version_num(), 5);
         assert_eq!(id, TransientId::named("indicator", &a, "Phishtank"));
         assert_ne!(id, TransientId::named("indicator", &a, "phishtank"));
@@ -95,14 +143,25 @@ mod tests {
     }
 
     #[test]
+    fn an_id_serializes_as_its_text_and_knows_its_length() {
+        let id = TransientId::new("relationship", &mut SequentialIds::default());
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(
+            json,
+            "\"transient:relationship-00000000-0000-0000-0000-000000000001\""
+        );
+        assert_eq!(id.len(), json.len() - 2);
+    }
+
+    #[test]
     fn sequential_ids_count_up() {
         let mut ids = SequentialIds::default();
         assert_eq!(
-            TransientId::new("indicator", &mut ids).as_str(),
+            TransientId::new("indicator", &mut ids).to_string(),
             "transient:indicator-00000000-0000-0000-0000-000000000001"
         );
         assert_eq!(
-            TransientId::new("indicator", &mut ids).as_str(),
+            TransientId::new("indicator", &mut ids).to_string(),
             "transient:indicator-00000000-0000-0000-0000-000000000002"
         );
     }

@@ -161,7 +161,7 @@ impl Entities {
                     kept[at].absorb(indicator);
                 }
                 None => {
-                    first.insert(indicator.id.clone(), kept.len());
+                    first.insert(indicator.id, kept.len());
                     kept.push(indicator);
                 }
             }

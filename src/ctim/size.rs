@@ -18,6 +18,17 @@ pub trait JsonSize {
 /// A JSON string: its quotes, its bytes, and two bytes per escaped quote or
 /// backslash, six per other control character.
 pub fn text_size(text: &str) -> usize {
+    let needs_escape = |byte: &u8| *byte < 0x20 || *byte == b'"' || *byte == b'\\';
+    // Most text needs no escape: one pass the compiler vectorizes says so.
+    if text
+        .as_bytes()
+        .iter()
+        .filter(|byte| needs_escape(byte))
+        .count()
+        == 0
+    {
+        return 2 + text.len();
+    }
     let escapes: usize = text
         .bytes()
         .map(|byte| match byte {
@@ -53,7 +64,7 @@ impl JsonSize for Observable {
 
 impl JsonSize for TransientId {
     fn json_size(&self) -> usize {
-        text_size(self.as_str())
+        2 + self.len()
     }
 }
 

@@ -28,27 +28,27 @@ pub async fn log_request(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut id_buffer = [0; uuid::fmt::Hyphenated::LENGTH];
+    let request_id: &str = uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut id_buffer);
     // The peer's address (a proxy's, behind one), and what the proxy says
     // about the caller: the header is the caller's to write, so it is logged
     // as said, clipped, never trusted.
-    let client = request
-        .peer_addr()
-        .map(|address| address.ip().to_string())
-        .unwrap_or_default();
+    let client = request.peer_addr().map(|address| address.ip());
     let forwarded_for = request
         .headers()
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
         .map(|text| text.chars().take(MAX_FORWARDED_CHARS).collect::<String>());
-    let method = request.method().to_string();
+    let method = request.method().clone();
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let span = tracing::info_span!(
         "request",
-        request_id = %request_id,
-        client = %client,
+        request_id,
+        client = client.map(tracing::field::display),
         forwarded_for = forwarded_for.as_deref()
     );
     // With traces, a span of their own (the log lines never see it), child
@@ -63,8 +63,8 @@ pub async fn log_request(
             otel.status_code = tracing::field::Empty,
             http.route = route.as_str(),
             http.response.status_code = tracing::field::Empty,
-            client = client.as_str(),
-            request_id = request_id.as_str(),
+            client = client.map(tracing::field::display),
+            request_id,
             token.issuer = tracing::field::Empty,
         );
         let header = |name: &str| {
@@ -113,7 +113,7 @@ pub async fn log_request(
         }
     }
     let latency_ms = crate::telemetry::millis(elapsed);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         response
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
@@ -128,7 +128,7 @@ pub async fn log_request(
         Some(TokenLog::Refused(reason)) => (None, None, Some(reason)),
         None => (None, None, None),
     };
-    let (method, route) = (&pending.method, &pending.route);
+    let (method, route) = (pending.method.as_str(), pending.route.as_str());
     if let Some(traced) = &traced {
         traced.record("http.response.status_code", status);
         if status >= 500 {
@@ -159,7 +159,7 @@ const CANCELLED: u16 = 499;
 /// A request being served; if it is dropped unanswered, says so.
 struct Pending {
     started: Instant,
-    method: String,
+    method: actix_web::http::Method,
     route: String,
     state: Option<web::Data<AppState>>,
     span: tracing::Span,
@@ -176,7 +176,7 @@ impl Drop for Pending {
             state.metrics.request(&self.route, CANCELLED, elapsed);
         }
         let latency_ms = crate::telemetry::millis(elapsed);
-        let (method, route) = (&self.method, &self.route);
+        let (method, route) = (self.method.as_str(), self.route.as_str());
         self.span.in_scope(|| {
             tracing::info!(
                 method,

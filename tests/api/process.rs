@@ -806,17 +806,25 @@ async fn no_token_key_or_access_token_ever_reaches_the_logs() {
     }
 }
 
-#[tokio::test]
-async fn logs_are_json_lines_with_one_line_per_request_and_per_upstream_call() {
-    let (output, _) = logged_session("info").await;
-    let lines: Vec<Value> = output
+fn json_lines(output: &str) -> Vec<Value> {
+    output
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .collect();
-    let requests: Vec<&Value> = lines
+        .collect()
+}
+
+fn with_message<'a>(lines: &'a [Value], message: &str) -> Vec<&'a Value> {
+    lines
         .iter()
-        .filter(|line| line["message"] == "request")
-        .collect();
+        .filter(|line| line["message"] == message)
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_with_one_line_per_request_and_unsuccessful_upstream_calls() {
+    let (output, _) = logged_session("info").await;
+    let lines = json_lines(&output);
+    let requests = with_message(&lines, "request");
     assert_eq!(
         requests.len(),
         12,
@@ -835,11 +843,31 @@ async fn logs_are_json_lines_with_one_line_per_request_and_per_upstream_call() {
         );
         assert!(line["method"].is_string(), "{line}");
     }
-    let upstream: Vec<&Value> = lines
-        .iter()
-        .filter(|line| line["message"] == "upstream call")
-        .collect();
+    // At `info`, an answered upstream call is logged only when its status
+    // is not a success (the session's C1fApp answers 403 to most lookups).
+    let upstream = with_message(&lines, "upstream call");
     assert!(!upstream.is_empty());
+    for line in &upstream {
+        assert!(
+            line["provider"].is_string() && line["latency_ms"].is_f64(),
+            "{line}"
+        );
+        assert!(
+            line["status"].as_u64().is_some_and(|status| status >= 300),
+            "a successful call is not logged at info: {line}"
+        );
+        assert!(
+            line["span"]["request_id"].is_string(),
+            "an upstream call is logged within its request: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_upstream_call_is_logged_when_the_upstream_module_logs_at_debug() {
+    let (output, _) = logged_session("info,ctr_relay::providers::upstream=debug").await;
+    let lines = json_lines(&output);
+    let upstream = with_message(&lines, "upstream call");
     for line in &upstream {
         assert!(
             line["provider"].is_string() && line["status"].is_u64() && line["latency_ms"].is_f64(),
@@ -850,6 +878,12 @@ async fn logs_are_json_lines_with_one_line_per_request_and_per_upstream_call() {
             "an upstream call is logged within its request: {line}"
         );
     }
+    assert!(
+        upstream
+            .iter()
+            .any(|line| line["status"].as_u64().is_some_and(|status| status < 300)),
+        "successful calls are logged at debug"
+    );
     let providers: std::collections::HashSet<&str> = upstream
         .iter()
         .filter_map(|line| line["provider"].as_str())
@@ -858,6 +892,7 @@ async fn logs_are_json_lines_with_one_line_per_request_and_per_upstream_call() {
         providers.contains("C1fApp") && providers.contains("CyberScan"),
         "{providers:?}"
     );
+    assert_eq!(with_message(&lines, "request").len(), 12);
 }
 
 #[tokio::test]

@@ -57,8 +57,8 @@ pub fn entities(
             id: TransientId::new("relationship", ids),
             schema_version: SchemaVersion,
             relationship_type: "member-of",
-            source_ref: sighting.id.clone(),
-            target_ref: indicator.id.clone(),
+            source_ref: sighting.id,
+            target_ref: indicator.id,
         };
         let size = sighting.json_size()
             + relationship.json_size()
@@ -101,7 +101,7 @@ pub fn entities(
         let verdict = Verdict {
             disposition: assessment.disposition,
             observable: observable.clone(),
-            judgement_id: Some(judgement.id.clone()),
+            judgement_id: Some(judgement.id),
             valid_time: assessment.valid_time,
         };
         if !allowance.allow(judgement.json_size() + verdict.json_size()) {
@@ -403,11 +403,11 @@ mod tests {
                 found.relationships.0[0].target_ref,
                 found.indicators.0[0].id
             );
-            found.indicators.0[0].id.clone()
+            found.indicators.0[0].id
         };
         let ip = Observable::new(ObservableType::Ip, "192.0.2.10");
         let first = indicator_id(&domain(), "Phishtank");
-        assert_eq!(first.as_str(), PHISHTANK_INDICATOR);
+        assert_eq!(first.to_string(), PHISHTANK_INDICATOR);
         assert_eq!(
             indicator_id(&domain(), "Phishtank"),
             first,
@@ -456,23 +456,19 @@ mod tests {
             .relationships
             .0
             .iter()
-            .map(|r| r.target_ref.clone())
+            .map(|r| r.target_ref)
             .collect();
         assert_eq!(
             targets,
-            vec![
-                indicator_a.id.clone(),
-                entities.indicators.0[1].id.clone(),
-                indicator_a.id.clone()
-            ]
+            vec![indicator_a.id, entities.indicators.0[1].id, indicator_a.id]
         );
         let sources: Vec<_> = entities
             .relationships
             .0
             .iter()
-            .map(|r| r.source_ref.clone())
+            .map(|r| r.source_ref)
             .collect();
-        let sightings: Vec<_> = entities.sightings.0.iter().map(|s| s.id.clone()).collect();
+        let sightings: Vec<_> = entities.sightings.0.iter().map(|s| s.id).collect();
         assert_eq!(sources, sightings);
     }
 

@@ -417,7 +417,8 @@ fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// One call: send, then read the body, at most `settings.max_response_bytes`.
-/// Logged and counted on its own, so a retried call shows as two.
+/// Counted (and logged, at `debug` when it succeeded) on its own, so a
+/// retried call shows as two.
 async fn attempt(
     endpoint: Endpoint<'_>,
     tenant: Tenant,
@@ -445,6 +446,16 @@ async fn attempt(
         crate::telemetry::trace::note_bytes(response.body.len());
     }
     match &result {
+        // One line per request is the log at `info`: an answered call says
+        // more only when its status is not a success (metrics count them
+        // all; `RUST_LOG=info,ctr_relay::providers::upstream=debug` logs each).
+        Ok(response) if response.status.is_success() => tracing::debug!(
+            provider = %endpoint.provider,
+            operation = endpoint.operation,
+            status = response.status.as_u16(),
+            latency_ms,
+            "upstream call"
+        ),
         Ok(response) => tracing::info!(
             provider = %endpoint.provider,
             operation = endpoint.operation,
