@@ -195,14 +195,17 @@ impl<'a> FleetUse<'a> {
             }
             checked.insert(key.clone(), now);
         }
-        store.wait_left(&key).await.filter(|wait| !wait.is_zero())
+        // Boxed: see `take`.
+        Box::pin(store.wait_left(&key))
+            .await
+            .filter(|wait| !wait.is_zero())
     }
 
     /// Tells every replica to wait `wait` before calling with this
     /// credential and host.
     pub async fn share_wait(&self, provider: ProviderName, host: &str, wait: Duration) {
         if let Some((store, key)) = self.rate_limit_key(provider, host) {
-            store.hold(&key, wait).await;
+            Box::pin(store.hold(&key, wait)).await;
         }
     }
 }
@@ -314,9 +317,16 @@ impl Quotas {
                 .collect();
             let reached_keys: Vec<String> =
                 keys.iter().map(|key| format!("{key}:reached")).collect();
-            match store
-                .check_and_count(&keys, &reached_keys, &limits, &expire, now.timestamp())
-                .await
+            // Boxed: a Redis exchange's state is large, and every call's
+            // state would hold its room, with Redis or without.
+            match Box::pin(store.check_and_count(
+                &keys,
+                &reached_keys,
+                &limits,
+                &expire,
+                now.timestamp(),
+            ))
+            .await
             {
                 Some(Counted::Yes(counts)) => {
                     // The local counters follow, for an outage to start from.

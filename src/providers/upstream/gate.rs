@@ -96,7 +96,9 @@ impl Gate {
     /// chooses; `None` for the operator's endpoint.
     pub(super) async fn machine(&self, url: &Url) -> Result<Option<Machine>, Unresolved> {
         match &self.per_host {
-            Some((_, machines)) => machines.of(url).await.map(Some),
+            // Boxed: a resolution's state is large, and lookups without
+            // places per host (C1fApp) would all carry its room.
+            Some((_, machines)) => Box::pin(machines.of(url)).await.map(Some),
             None => Ok(None),
         }
     }
