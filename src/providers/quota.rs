@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use reqwest::Url;
 
 use super::ProviderError;
 use super::scope::{Scope, Tenant};
@@ -110,12 +111,12 @@ impl<'a> FleetUse<'a> {
         })
     }
 
-    fn rate_limit_key(&self, provider: ProviderName, host: &str) -> Option<(&'a Store, String)> {
+    fn rate_limit_key(&self, provider: ProviderName, api: &Url) -> Option<(&'a Store, String)> {
         let store = self.quotas.store.as_ref()?;
         let name = store::credential_id(
             &self.quotas.hash_key,
             provider.as_str(),
-            &format!("{}\n{host}", self.secret.expose()),
+            &format!("{}\n{}", self.secret.expose(), origin(api)),
         );
         Some((store, store.key(&["ratelimit", provider.as_str(), &name])))
     }
@@ -174,9 +175,9 @@ impl<'a> FleetUse<'a> {
     }
 
     /// How long another replica was told to wait for this credential and
-    /// host (a 429), if Redis says so.
-    pub async fn shared_wait(&self, provider: ProviderName, host: &str) -> Option<Duration> {
-        let (store, key) = self.rate_limit_key(provider, host)?;
+    /// the host of `api` (a 429), if Redis says so.
+    pub async fn shared_wait(&self, provider: ProviderName, api: &Url) -> Option<Duration> {
+        let (store, key) = self.rate_limit_key(provider, api)?;
         {
             let now = std::time::Instant::now();
             let mut checked = self
@@ -203,11 +204,22 @@ impl<'a> FleetUse<'a> {
 
     /// Tells every replica to wait `wait` before calling with this
     /// credential and host.
-    pub async fn share_wait(&self, provider: ProviderName, host: &str, wait: Duration) {
-        if let Some((store, key)) = self.rate_limit_key(provider, host) {
+    pub async fn share_wait(&self, provider: ProviderName, api: &Url, wait: Duration) {
+        if let Some((store, key)) = self.rate_limit_key(provider, api) {
             Box::pin(store.hold(&key, wait)).await;
         }
     }
+}
+
+/// `scheme://host:port` of an API address: what, with the credential, a
+/// rate limit is shared for.
+fn origin(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 impl Quotas {

@@ -189,8 +189,11 @@ pub async fn send(
             retry_after: None,
         });
     }
-    let host = origin(endpoint.configured);
-    if let Some(wait) = endpoint.fleet.shared_wait(endpoint.provider, &host).await {
+    if let Some(wait) = endpoint
+        .fleet
+        .shared_wait(endpoint.provider, endpoint.configured)
+        .await
+    {
         // Another replica was told to wait: so is this one, from now.
         tracing::info!(
             provider = %endpoint.provider,
@@ -297,7 +300,7 @@ pub async fn send(
             let wait = remember_rate_limit(endpoint, machine, response);
             endpoint
                 .fleet
-                .share_wait(endpoint.provider, &host, wait)
+                .share_wait(endpoint.provider, endpoint.configured, wait)
                 .await;
         }
     }
@@ -308,17 +311,6 @@ pub async fn send(
 /// upstream's own text is not shared: it might echo a key).
 const SHARED_RATE_LIMIT_BODY: &[u8] =
     b"Too Many Requests (the provider told another replica of this relay to wait)";
-
-/// `scheme://host:port` of the API address: what, with the credential, a
-/// rate limit is shared for.
-fn origin(url: &Url) -> String {
-    format!(
-        "{}://{}:{}",
-        url.scheme(),
-        url.host_str().unwrap_or_default().to_ascii_lowercase(),
-        url.port_or_known_default().unwrap_or(0)
-    )
-}
 
 /// Connection failures and the gateway statuses that say "try again".
 fn worth_retrying(result: &Result<UpstreamResponse, ProviderError>) -> bool {
